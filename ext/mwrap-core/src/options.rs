@@ -1,0 +1,210 @@
+//! Parsing of the `MWRAP` environment variable: comma-separated `key:value`
+//! pairs. Bad entries are collected as problems (printed as one stderr line
+//! by the preload) and otherwise ignored, so a typo never changes the
+//! profiled program.
+
+use std::fmt::Write as _;
+
+/// Keys the preload understands, in the order the help text lists them.
+pub const KNOWN_KEYS: &[&str] = &["dump_path", "dump_fd", "dump_min"];
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// File the exit dump is appended to (opened O_APPEND|O_CREAT).
+    pub dump_path: Option<Vec<u8>>,
+    /// Descriptor the exit dump is written to.
+    pub dump_fd: Option<i32>,
+    /// Only locations whose total is strictly above this are dumped.
+    pub dump_min: u64,
+}
+
+impl Options {
+    pub fn wants_dump(&self) -> bool {
+        self.dump_path.is_some() || self.dump_fd.is_some()
+    }
+}
+
+/// Parses `MWRAP`. Returns the options and a list of problems, each naming
+/// the offending entry. Later duplicates of a key win.
+pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
+    let mut opts = Options::default();
+    let mut problems = Vec::new();
+    for item in value.split(|&b| b == b',') {
+        let item = trim(item);
+        if item.is_empty() {
+            continue;
+        }
+        let Some(colon) = item.iter().position(|&b| b == b':') else {
+            problems.push(format!("{} is not key:value", quoted(item)));
+            continue;
+        };
+        let (key, val) = (trim(&item[..colon]), trim(&item[colon + 1..]));
+        match key {
+            b"dump_path" => {
+                if val.is_empty() {
+                    problems.push("dump_path is empty".to_string());
+                } else if val.contains(&0) {
+                    problems.push("dump_path holds a NUL byte".to_string());
+                } else {
+                    opts.dump_path = Some(val.to_vec());
+                }
+            }
+            b"dump_fd" => match parse_decimal(val) {
+                Some(n) if n <= i32::MAX as u64 => opts.dump_fd = Some(n as i32),
+                _ => problems.push(format!(
+                    "dump_fd {} is not a file descriptor number",
+                    quoted(val)
+                )),
+            },
+            b"dump_min" => match parse_decimal(val) {
+                Some(n) => opts.dump_min = n,
+                None => problems.push(format!(
+                    "dump_min {} is not a byte count (0 to {})",
+                    quoted(val),
+                    u64::MAX
+                )),
+            },
+            _ => problems.push(format!(
+                "unknown key {} (known keys: {})",
+                quoted(key),
+                KNOWN_KEYS.join(", ")
+            )),
+        }
+    }
+    (opts, problems)
+}
+
+/// The single stderr line for a list of problems, or None when there are none.
+pub fn problems_line(problems: &[String]) -> Option<String> {
+    if problems.is_empty() {
+        return None;
+    }
+    let mut line = String::from("mwrap: ignoring bad MWRAP entries: ");
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            line.push_str("; ");
+        }
+        line.push_str(p);
+    }
+    line.push('\n');
+    Some(line)
+}
+
+/// Plain decimal digits, no sign, no overflow.
+pub fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((b - b'0') as u64)?;
+    }
+    Some(n)
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+/// A printable, bounded rendering of user bytes: `"abc"`, escaping
+/// non-printable and non-ASCII bytes, cut after 64 bytes.
+pub fn quoted(s: &[u8]) -> String {
+    const LIMIT: usize = 64;
+    let mut out = String::with_capacity(s.len().min(LIMIT) + 8);
+    out.push('"');
+    for &b in s.iter().take(LIMIT) {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    out.push('"');
+    if s.len() > LIMIT {
+        let _ = write!(out, "... ({} bytes)", s.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_keys() {
+        let (o, p) = parse(b"dump_path:/tmp/x.log,dump_fd:3,dump_min:100");
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(o.dump_path.as_deref(), Some(&b"/tmp/x.log"[..]));
+        assert_eq!(o.dump_fd, Some(3));
+        assert_eq!(o.dump_min, 100);
+        assert!(o.wants_dump());
+    }
+
+    #[test]
+    fn empty_and_blank_entries_are_fine() {
+        for v in [&b""[..], b",", b" , ,", b"dump_min:5,"] {
+            let (_, p) = parse(v);
+            assert!(p.is_empty(), "{v:?} gave {p:?}");
+        }
+        assert!(!parse(b"").0.wants_dump());
+    }
+
+    #[test]
+    fn later_duplicates_win() {
+        let (o, p) = parse(b"dump_min:1,dump_min:2");
+        assert!(p.is_empty());
+        assert_eq!(o.dump_min, 2);
+    }
+
+    #[test]
+    fn bad_entries_are_named_and_ignored() {
+        let (o, p) = parse(b"foo:1,dump_fd:-1,dump_min:12x,dump_min:99999999999999999999999,nocolon,dump_path:,dump_fd:4");
+        assert_eq!(o.dump_fd, Some(4));
+        assert_eq!(o.dump_min, 0);
+        assert_eq!(p.len(), 6, "{p:?}");
+        assert!(p[0].contains("unknown key \"foo\""));
+        assert!(p[1].contains("dump_fd \"-1\""));
+        assert!(p[2].contains("dump_min \"12x\""));
+        assert!(p[3].contains("dump_min \"99999999999999999999999\""));
+        assert!(p[4].contains("\"nocolon\" is not key:value"));
+        assert!(p[5].contains("dump_path is empty"));
+        let line = problems_line(&p).unwrap();
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.starts_with("mwrap: "));
+    }
+
+    #[test]
+    fn hostile_bytes_are_escaped_and_bounded() {
+        let mut v = b"\xff\xfe:1,".to_vec();
+        v.extend(std::iter::repeat_n(b'k', 10_000));
+        v.extend_from_slice(b":2");
+        let (_, p) = parse(&v);
+        assert_eq!(p.len(), 2);
+        assert!(p[0].contains("\\xff\\xfe"));
+        assert!(p[1].len() < 300, "{}", p[1]);
+        assert!(p[1].contains("(10000 bytes)"));
+    }
+
+    #[test]
+    fn decimal_rejects_signs_and_overflow() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616"), None);
+        assert_eq!(parse_decimal(b"+1"), None);
+        assert_eq!(parse_decimal(b""), None);
+    }
+}

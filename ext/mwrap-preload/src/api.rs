@@ -1,0 +1,132 @@
+//! Every symbol the preload exports. `#[cfg_attr(not(test), no_mangle)]`
+//! keeps unit tests on their own malloc.
+//!
+//! Functions that charge the caller are naked two-instruction trampolines:
+//! they copy their return address (the caller of `malloc`) into the next
+//! free argument register and jump to the implementation, which then
+//! returns straight to the caller. Stable Rust has no other way to read the
+//! return address, and this way costs nothing.
+
+// The safety contract of each function is the C one of its namesake.
+#![allow(clippy::missing_safety_doc)]
+
+use core::ffi::{c_int, c_void};
+
+use crate::hooks;
+
+/// Defines an exported allocator entry point that passes its return address
+/// as an extra last argument to `$target`.
+macro_rules! entry_with_caller {
+    ($name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $target:ident, x86_64 = $x86:literal, aarch64 = $arm:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[cfg_attr(not(test), no_mangle)]
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            core::arch::naked_asm!(concat!("mov ", $x86, ", qword ptr [rsp]"), "jmp {f}", f = sym $target)
+        }
+
+        #[cfg(target_arch = "aarch64")]
+        #[cfg_attr(not(test), no_mangle)]
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            core::arch::naked_asm!(concat!("mov ", $arm, ", x30"), "b {f}", f = sym $target)
+        }
+
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            $target($($arg,)* 0)
+        }
+    };
+}
+
+entry_with_caller!(malloc(size: usize) -> *mut c_void, malloc_at, x86_64 = "rsi", aarch64 = "x1");
+entry_with_caller!(calloc(n: usize, size: usize) -> *mut c_void, calloc_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(realloc(ptr: *mut c_void, size: usize) -> *mut c_void, realloc_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(reallocarray(ptr: *mut c_void, n: usize, size: usize) -> *mut c_void, reallocarray_at, x86_64 = "rcx", aarch64 = "x3");
+entry_with_caller!(posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int, posix_memalign_at, x86_64 = "rcx", aarch64 = "x3");
+entry_with_caller!(memalign(align: usize, size: usize) -> *mut c_void, memalign_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(aligned_alloc(align: usize, size: usize) -> *mut c_void, aligned_alloc_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(valloc(size: usize) -> *mut c_void, valloc_at, x86_64 = "rsi", aarch64 = "x1");
+entry_with_caller!(pvalloc(size: usize) -> *mut c_void, pvalloc_at, x86_64 = "rsi", aarch64 = "x1");
+
+unsafe extern "C" fn malloc_at(size: usize, caller: usize) -> *mut c_void {
+    hooks::allocate(size, false, caller)
+}
+
+unsafe extern "C" fn calloc_at(n: usize, size: usize, caller: usize) -> *mut c_void {
+    hooks::allocate_zeroed(n, size, caller)
+}
+
+unsafe extern "C" fn realloc_at(ptr: *mut c_void, size: usize, caller: usize) -> *mut c_void {
+    hooks::realloc(ptr, size, caller)
+}
+
+unsafe extern "C" fn reallocarray_at(
+    ptr: *mut c_void,
+    n: usize,
+    size: usize,
+    caller: usize,
+) -> *mut c_void {
+    hooks::reallocarray(ptr, n, size, caller)
+}
+
+unsafe extern "C" fn posix_memalign_at(
+    out: *mut *mut c_void,
+    align: usize,
+    size: usize,
+    caller: usize,
+) -> c_int {
+    hooks::posix_memalign(out, align, size, caller)
+}
+
+unsafe extern "C" fn memalign_at(align: usize, size: usize, caller: usize) -> *mut c_void {
+    hooks::memalign(align, size, caller)
+}
+
+unsafe extern "C" fn aligned_alloc_at(align: usize, size: usize, caller: usize) -> *mut c_void {
+    hooks::aligned_alloc(align, size, caller)
+}
+
+unsafe extern "C" fn valloc_at(size: usize, caller: usize) -> *mut c_void {
+    hooks::valloc(size, caller)
+}
+
+unsafe extern "C" fn pvalloc_at(size: usize, caller: usize) -> *mut c_void {
+    hooks::pvalloc(size, caller)
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn free(ptr: *mut c_void) {
+    hooks::free(ptr)
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
+    hooks::free(ptr)
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
+    hooks::usable_size(ptr)
+}
+
+/// Interposed so we learn that the Ruby VM is being destroyed before any of
+/// its memory goes: from then on no Ruby function is called. libruby calls
+/// it through its PLT, so the preload's definition wins.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn ruby_vm_destruct(vm: *mut c_void) -> c_int {
+    crate::ruby::mark_vm_torn_down();
+    type DestructFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+    let next = libc::dlsym(libc::RTLD_NEXT, c"ruby_vm_destruct".as_ptr());
+    if next.is_null() {
+        return 0;
+    }
+    core::mem::transmute::<*mut c_void, DestructFn>(next)(vm)
+}
+
+/// The function table the Ruby extension looks up with `dlsym`.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn mwrap_preload_api() -> *const mwrap_core::abi::PreloadApi {
+    &crate::query::API
+}

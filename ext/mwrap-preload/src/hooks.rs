@@ -1,0 +1,258 @@
+//! The malloc family with a header in front of every block. Each function
+//! calls the real allocator, writes the header and hands it to the
+//! [`tracker`]; the exported symbols in [`crate::api`] are thin entry points
+//! that add the caller's return address.
+//!
+//! Error behaviour follows glibc's documentation: overflowing sizes give
+//! NULL with errno ENOMEM, bad alignments EINVAL, `realloc(p, 0)` frees `p`
+//! and returns NULL, `free(NULL)` does nothing.
+
+// The safety contract of each function is the C one of its namesake.
+#![allow(clippy::missing_safety_doc)]
+
+use core::ffi::{c_int, c_void};
+use core::ptr::null_mut;
+
+use mwrap_core::header::{MAX_REQUEST, MIN_ALIGNMENT};
+use mwrap_core::{LiveAllocation, HEADER_SIZE};
+
+use crate::diag::{errno, set_errno};
+use crate::real;
+use crate::tracker;
+
+#[inline]
+fn enomem() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    null_mut()
+}
+
+#[inline]
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
+/// A plain block (16-byte aligned) of `size` bytes, zeroed if asked.
+#[inline]
+pub unsafe fn allocate(size: usize, zeroed: bool, caller: usize) -> *mut c_void {
+    if size > MAX_REQUEST {
+        return enomem();
+    }
+    let Some(real) = real::get() else {
+        let p = real::boot_alloc(size, MIN_ALIGNMENT);
+        return if p.is_null() { enomem() } else { p.cast() };
+    };
+    let raw = if zeroed {
+        (real.calloc)(1, size + HEADER_SIZE)
+    } else {
+        (real.malloc)(size + HEADER_SIZE)
+    };
+    if raw.is_null() {
+        return null_mut(); // the real allocator set errno
+    }
+    let hdr = raw as *mut LiveAllocation;
+    LiveAllocation::init(hdr, size, 0);
+    tracker::charge(hdr, caller);
+    LiveAllocation::user_ptr(hdr).cast()
+}
+
+/// `calloc`: overflow of `n * size` is ENOMEM.
+#[inline]
+pub unsafe fn allocate_zeroed(n: usize, size: usize, caller: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        Some(total) => allocate(total, true, caller),
+        None => enomem(),
+    }
+}
+
+/// A block whose user pointer is aligned to `align` (a power of two).
+/// Returns the block or an errno value.
+unsafe fn allocate_aligned(align: usize, size: usize, caller: usize) -> Result<*mut c_void, c_int> {
+    debug_assert!(align.is_power_of_two());
+    if align <= MIN_ALIGNMENT {
+        let p = allocate(size, false, caller);
+        return if p.is_null() {
+            Err(libc::ENOMEM)
+        } else {
+            Ok(p)
+        };
+    }
+    if size > MAX_REQUEST || align > MAX_REQUEST {
+        return Err(libc::ENOMEM);
+    }
+    let Some(real) = real::get() else {
+        let p = real::boot_alloc(size, align);
+        return if p.is_null() {
+            Err(libc::ENOMEM)
+        } else {
+            Ok(p.cast())
+        };
+    };
+    // The user pointer sits `align` bytes into a block aligned to `align`;
+    // align >= 32 = HEADER_SIZE leaves room for the header before it.
+    let mut raw = null_mut();
+    let rc = (real.posix_memalign)(&mut raw, align, size + align);
+    if rc != 0 {
+        return Err(rc);
+    }
+    let user = (raw as *mut u8).add(align);
+    let hdr = LiveAllocation::from_user(user);
+    LiveAllocation::init(hdr, size, align.trailing_zeros());
+    tracker::charge(hdr, caller);
+    Ok(user.cast())
+}
+
+/// `posix_memalign`: EINVAL unless `align` is a power of two multiple of
+/// `sizeof(void *)`; errno is left as it was.
+pub unsafe fn posix_memalign(
+    out: *mut *mut c_void,
+    align: usize,
+    size: usize,
+    caller: usize,
+) -> c_int {
+    if align == 0
+        || !align.is_power_of_two()
+        || !align.is_multiple_of(core::mem::size_of::<*mut c_void>())
+    {
+        return libc::EINVAL;
+    }
+    let saved = errno();
+    let rc = match allocate_aligned(align, size, caller) {
+        Ok(p) => {
+            *out = p;
+            0
+        }
+        Err(e) => e,
+    };
+    set_errno(saved);
+    rc
+}
+
+/// `memalign` as glibc does it: alignments below 16 act like malloc, a
+/// non-power-of-two is rounded up, and one above `SIZE_MAX/2+1` is EINVAL.
+pub unsafe fn memalign(align: usize, size: usize, caller: usize) -> *mut c_void {
+    if align > usize::MAX / 2 + 1 {
+        set_errno(libc::EINVAL);
+        return null_mut();
+    }
+    let align = align.max(1).next_power_of_two();
+    match allocate_aligned(align, size, caller) {
+        Ok(p) => p,
+        Err(e) => {
+            set_errno(e);
+            null_mut()
+        }
+    }
+}
+
+/// `aligned_alloc`: like memalign, but, as documented since glibc 2.38 and
+/// C17, an alignment that is not a power of two is EINVAL.
+pub unsafe fn aligned_alloc(align: usize, size: usize, caller: usize) -> *mut c_void {
+    if align == 0 || !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return null_mut();
+    }
+    memalign(align, size, caller)
+}
+
+pub unsafe fn valloc(size: usize, caller: usize) -> *mut c_void {
+    memalign(page_size(), size, caller)
+}
+
+/// `pvalloc`: page-aligned, size rounded up to whole pages.
+pub unsafe fn pvalloc(size: usize, caller: usize) -> *mut c_void {
+    let page = page_size();
+    match size.checked_add(page - 1) {
+        Some(s) => memalign(page, s & !(page - 1), caller),
+        None => enomem(),
+    }
+}
+
+/// `free`: counts the free and returns the raw block to the real allocator.
+#[inline]
+pub unsafe fn free(user: *mut c_void) {
+    if user.is_null() || real::boot_owns(user as *const u8) {
+        return;
+    }
+    let hdr = LiveAllocation::from_user(user.cast());
+    tracker::release(hdr);
+    if let Some(real) = real::get() {
+        (real.free)(LiveAllocation::raw_block(hdr).cast());
+    }
+}
+
+/// `realloc`, charged like mwrap 2.x: a free of the old block at its
+/// location and a new allocation at the caller's. The real realloc is used,
+/// so blocks can grow or shrink in place.
+pub unsafe fn realloc(user: *mut c_void, size: usize, caller: usize) -> *mut c_void {
+    if user.is_null() {
+        return allocate(size, false, caller);
+    }
+    if size == 0 {
+        free(user);
+        return null_mut();
+    }
+    if size > MAX_REQUEST {
+        return enomem();
+    }
+    if real::boot_owns(user as *const u8) {
+        let old = real::boot_size(user as *const u8);
+        let new = allocate(size, false, caller);
+        if !new.is_null() {
+            core::ptr::copy_nonoverlapping(user as *const u8, new as *mut u8, old.min(size));
+        }
+        return new;
+    }
+    let Some(real) = real::get() else {
+        return enomem();
+    };
+    let hdr = LiveAllocation::from_user(user.cast());
+    let shift = (*hdr).align_shift();
+    let offset = (*hdr).user_offset();
+    let old_size = (*hdr).size();
+    // The header moves with the block, so it must leave its site's list first.
+    tracker::release(hdr);
+    let raw = (real.realloc)(LiveAllocation::raw_block(hdr).cast(), size + offset);
+    if raw.is_null() {
+        // The old block is intact: track it again, as a new allocation here.
+        LiveAllocation::init(hdr, old_size, shift);
+        tracker::charge(hdr, caller);
+        return null_mut();
+    }
+    let user = (raw as *mut u8).add(offset);
+    let hdr = LiveAllocation::from_user(user);
+    LiveAllocation::init(hdr, size, shift);
+    tracker::charge(hdr, caller);
+    user.cast()
+}
+
+/// `reallocarray`: realloc with an overflow check on `n * size`.
+pub unsafe fn reallocarray(user: *mut c_void, n: usize, size: usize, caller: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        Some(total) => realloc(user, total, caller),
+        None => enomem(),
+    }
+}
+
+/// `malloc_usable_size`: what the real allocator gives, minus our header.
+pub unsafe fn usable_size(user: *mut c_void) -> usize {
+    if user.is_null() {
+        return 0;
+    }
+    if real::boot_owns(user as *const u8) {
+        return real::boot_size(user as *const u8);
+    }
+    let hdr = LiveAllocation::from_user(user.cast());
+    let requested = (*hdr).size();
+    match real::get().and_then(|r| r.usable_size) {
+        Some(usable) => usable(LiveAllocation::raw_block(hdr).cast())
+            .saturating_sub((*hdr).user_offset())
+            .max(requested),
+        None => requested,
+    }
+}

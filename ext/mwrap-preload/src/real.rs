@@ -1,0 +1,206 @@
+//! The real allocator: the next definitions of the malloc family in link
+//! order (`dlsym(RTLD_NEXT, …)`), so `LD_PRELOAD=<ours>:libjemalloc.so.2`
+//! profiles jemalloc.
+//!
+//! `dlsym` itself may allocate while we resolve, so until resolution is done
+//! every allocation is served from a static bootstrap arena. Blocks from the
+//! arena are never freed; `free` recognises them by address.
+
+use core::cell::UnsafeCell;
+use core::ffi::{c_char, c_int, c_void};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
+pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+pub type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
+pub type FreeFn = unsafe extern "C" fn(*mut c_void);
+pub type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c_int;
+pub type UsableSizeFn = unsafe extern "C" fn(*mut c_void) -> usize;
+
+/// The real allocator's entry points.
+#[derive(Clone, Copy)]
+pub struct RealAllocator {
+    pub malloc: MallocFn,
+    pub calloc: CallocFn,
+    pub realloc: ReallocFn,
+    pub free: FreeFn,
+    pub posix_memalign: PosixMemalignFn,
+    pub usable_size: Option<UsableSizeFn>,
+}
+
+const UNRESOLVED: u8 = 0;
+const RESOLVING: u8 = 1;
+const READY: u8 = 2;
+
+static STATE: AtomicU8 = AtomicU8::new(UNRESOLVED);
+
+struct RealCell(UnsafeCell<Option<RealAllocator>>);
+// SAFETY: written once by the thread that wins UNRESOLVED→RESOLVING, read
+// only after READY is published with Release.
+unsafe impl Sync for RealCell {}
+static REAL: RealCell = RealCell(UnsafeCell::new(None));
+
+/// The real allocator, or None while it is being resolved (then use the
+/// bootstrap arena).
+#[inline]
+pub fn get() -> Option<&'static RealAllocator> {
+    if STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: READY is only stored after REAL was written.
+        return unsafe { (*REAL.0.get()).as_ref() };
+    }
+    resolve_slow()
+}
+
+#[cold]
+fn resolve_slow() -> Option<&'static RealAllocator> {
+    if STATE
+        .compare_exchange(UNRESOLVED, RESOLVING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // Either we are inside our own dlsym (recursion), or another thread
+        // is resolving: both are served by the bootstrap arena.
+        return if STATE.load(Ordering::Acquire) == READY {
+            unsafe { (*REAL.0.get()).as_ref() }
+        } else {
+            None
+        };
+    }
+    // SAFETY: dlsym with NUL-terminated names; transmutes are to the C types.
+    unsafe {
+        let real = RealAllocator {
+            malloc: core::mem::transmute::<*mut c_void, MallocFn>(next(c"malloc".as_ptr())),
+            calloc: core::mem::transmute::<*mut c_void, CallocFn>(next(c"calloc".as_ptr())),
+            realloc: core::mem::transmute::<*mut c_void, ReallocFn>(next(c"realloc".as_ptr())),
+            free: core::mem::transmute::<*mut c_void, FreeFn>(next(c"free".as_ptr())),
+            posix_memalign: core::mem::transmute::<*mut c_void, PosixMemalignFn>(next(
+                c"posix_memalign".as_ptr(),
+            )),
+            usable_size: {
+                let p = libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr());
+                (!p.is_null()).then(|| core::mem::transmute::<*mut c_void, UsableSizeFn>(p))
+            },
+        };
+        *REAL.0.get() = Some(real);
+    }
+    STATE.store(READY, Ordering::Release);
+    unsafe { (*REAL.0.get()).as_ref() }
+}
+
+/// The next definition of `name`; aborts with a message when there is none,
+/// since no allocation could ever succeed.
+unsafe fn next(name: *const c_char) -> *mut c_void {
+    let p = libc::dlsym(libc::RTLD_NEXT, name);
+    if p.is_null() {
+        crate::diag::write_stderr(
+            b"mwrap: no real allocator found after the preload (dlsym RTLD_NEXT failed)\n",
+        );
+        libc::abort();
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------
+// Bootstrap arena
+
+const BOOT_SIZE: usize = 256 * 1024;
+/// Each bootstrap block is preceded by its size, padded to keep 16-byte alignment.
+const BOOT_HEADER: usize = 16;
+
+#[repr(C, align(4096))]
+struct BootArena(UnsafeCell<[u8; BOOT_SIZE]>);
+// SAFETY: disjoint ranges are handed out through an atomic bump pointer.
+unsafe impl Sync for BootArena {}
+
+static BOOT: BootArena = BootArena(UnsafeCell::new([0; BOOT_SIZE]));
+static BOOT_USED: AtomicUsize = AtomicUsize::new(0);
+
+fn boot_base() -> usize {
+    BOOT.0.get() as usize
+}
+
+/// A zeroed block from the bootstrap arena aligned to `align` (≤ 4096), or
+/// null (ENOMEM) when the arena is exhausted.
+pub fn boot_alloc(size: usize, align: usize) -> *mut u8 {
+    let align = align.clamp(16, 4096);
+    let Some(need) = size.checked_add(BOOT_HEADER + align) else {
+        return core::ptr::null_mut();
+    };
+    let start = BOOT_USED.fetch_add(need, Ordering::Relaxed);
+    if start + need > BOOT_SIZE {
+        return core::ptr::null_mut();
+    }
+    let base = boot_base();
+    let user = (base + start + BOOT_HEADER + align - 1) & !(align - 1);
+    // SAFETY: [start, start+need) is ours; the size word sits right before user.
+    unsafe { ((user - 8) as *mut usize).write(size) };
+    user as *mut u8
+}
+
+/// True if `p` came from the bootstrap arena.
+#[inline]
+pub fn boot_owns(p: *const u8) -> bool {
+    let a = p as usize;
+    let base = boot_base();
+    a >= base && a < base + BOOT_SIZE
+}
+
+/// Size recorded for a bootstrap block.
+pub fn boot_size(p: *const u8) -> usize {
+    // SAFETY: callers check boot_owns first.
+    unsafe { ((p as usize - 8) as *const usize).read() }
+}
+
+// ---------------------------------------------------------------------------
+// Rust's own allocations inside the preload go straight to the real
+// allocator, never through our hooks.
+
+#[cfg_attr(test, allow(dead_code))]
+pub struct RealGlobalAlloc;
+
+unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        let Some(real) = get() else {
+            return boot_alloc(layout.size(), layout.align());
+        };
+        if layout.align() <= 16 {
+            (real.malloc)(layout.size()) as *mut u8
+        } else {
+            let mut p = core::ptr::null_mut();
+            if (real.posix_memalign)(&mut p, layout.align(), layout.size()) != 0 {
+                return core::ptr::null_mut();
+            }
+            p as *mut u8
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: core::alloc::Layout) {
+        if boot_owns(ptr) {
+            return;
+        }
+        if let Some(real) = get() {
+            (real.free)(ptr as *mut c_void);
+        }
+    }
+
+    unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        layout: core::alloc::Layout,
+        new_size: usize,
+    ) -> *mut u8 {
+        if layout.align() <= 16 && !boot_owns(ptr) {
+            if let Some(real) = get() {
+                return (real.realloc)(ptr as *mut c_void, new_size) as *mut u8;
+            }
+        }
+        let new = self.alloc(core::alloc::Layout::from_size_align_unchecked(
+            new_size,
+            layout.align(),
+        ));
+        if !new.is_null() {
+            core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+            self.dealloc(ptr, layout);
+        }
+        new
+    }
+}
