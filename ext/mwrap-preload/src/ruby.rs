@@ -12,6 +12,12 @@
 //!   exist, and source lookups would crash;
 //! - no GC is running (`rb_during_gc`): a compacting GC moves the objects a
 //!   frame points to.
+//!
+//! Asking Ruby for the line is the costliest step of a hook (the line is
+//! computed from the frame's pc each time). On Ruby versions whose frame
+//! layout we know, the hook instead reads the current Ruby frame's
+//! `(iseq, pc, path)`, which maps to exactly one `file:line`, and only asks
+//! Ruby for the line when that pair is not cached yet.
 
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -24,6 +30,15 @@ type SourceFileFn = unsafe extern "C" fn() -> *const c_char;
 type SourceLineFn = unsafe extern "C" fn() -> c_int;
 type GcCountFn = unsafe extern "C" fn() -> usize;
 type DuringGcFn = unsafe extern "C" fn() -> c_int;
+type NextCfpFn = unsafe extern "C" fn(*const c_void, *const c_void) -> *const c_void;
+type IseqPathFn = unsafe extern "C" fn(*const c_void) -> usize;
+
+/// Frame layout shared by Ruby 2.6 to 3.4 (vm_core.h):
+/// `rb_execution_context_t { VALUE *vm_stack; size_t vm_stack_size; rb_control_frame_t *cfp; … }`
+/// `rb_control_frame_t { const VALUE *pc; VALUE *sp; const rb_iseq_t *iseq; … }`
+const EC_CFP_OFFSET: usize = 16;
+const CFP_PC_OFFSET: usize = 0;
+const CFP_ISEQ_OFFSET: usize = 16;
 
 /// Ruby's entry points, resolved once.
 struct RubyRuntime {
@@ -34,6 +49,9 @@ struct RubyRuntime {
     source_line: SourceLineFn,
     gc_count: GcCountFn,
     during_gc: Option<DuringGcFn>,
+    /// `rb_vm_get_ruby_level_next_cfp` and `rb_iseq_path`, only when the
+    /// frame layout is known.
+    next_cfp: Option<(NextCfpFn, IseqPathFn)>,
     /// `&ruby_current_vm_ptr`.
     vm_ptr: *const *const c_void,
 }
@@ -41,11 +59,38 @@ struct RubyRuntime {
 static RUNTIME: AtomicPtr<RubyRuntime> = AtomicPtr::new(core::ptr::null_mut());
 static VM_TORN_DOWN: AtomicBool = AtomicBool::new(false);
 
-/// A Ruby source position and the GC generation it was seen in.
-pub struct RubyLocation {
-    pub file: *const c_char,
-    pub line: u32,
+/// The Ruby frame that is allocating: a cache key that names one
+/// `file:line` within one GC generation, and the line when already known.
+pub struct RubyFrame {
+    /// `(iseq, pc, path object)` with the fast path (an iseq's path can be
+    /// set again, as the main script's is during boot), else
+    /// `(file pointer, line, 0)`.
+    pub key: (usize, usize, usize),
     pub generation: u64,
+    location: Option<(*const c_char, u32)>,
+}
+
+impl RubyFrame {
+    /// The frame's file (NUL-terminated, owned by Ruby) and line.
+    pub fn location(&self) -> Option<(*const c_char, u32)> {
+        if self.location.is_some() {
+            return self.location;
+        }
+        let rt = RUNTIME.load(Ordering::Acquire);
+        // SAFETY: a RubyFrame only exists after `current_frame` checked
+        // that asking Ruby is safe on this thread, and nothing ran since.
+        unsafe { source_location(&*rt) }
+    }
+}
+
+/// Whether this Ruby's frame layout is the one we read directly.
+unsafe fn known_frame_layout() -> bool {
+    let v = sym(c"ruby_api_version") as *const c_int;
+    if v.is_null() {
+        return false;
+    }
+    let (major, minor) = (*v, *v.add(1));
+    (major == 2 && minor >= 6) || (major == 3 && minor <= 4)
 }
 
 unsafe fn sym(name: &core::ffi::CStr) -> *mut c_void {
@@ -83,6 +128,16 @@ pub fn attach() {
             gc_count: core::mem::transmute::<*mut c_void, GcCountFn>(gc_count),
             during_gc: (!during_gc.is_null())
                 .then(|| core::mem::transmute::<*mut c_void, DuringGcFn>(during_gc)),
+            next_cfp: {
+                let f = sym(c"rb_vm_get_ruby_level_next_cfp");
+                let p = sym(c"rb_iseq_path");
+                (!f.is_null() && !p.is_null() && known_frame_layout()).then(|| {
+                    (
+                        core::mem::transmute::<*mut c_void, NextCfpFn>(f),
+                        core::mem::transmute::<*mut c_void, IseqPathFn>(p),
+                    )
+                })
+            },
             vm_ptr: vm_ptr as *const *const c_void,
         });
         let rt = Box::into_raw(rt);
@@ -105,9 +160,9 @@ pub fn mark_vm_torn_down() {
     VM_TORN_DOWN.store(true, Ordering::Release);
 }
 
-/// The Ruby line running on this thread, when it is safe to ask.
+/// The Ruby frame running on this thread, when it is safe to ask.
 #[inline]
-pub fn current_location(ts: &ThreadState) -> Option<RubyLocation> {
+pub fn current_frame(ts: &ThreadState) -> Option<RubyFrame> {
     let rt = RUNTIME.load(Ordering::Acquire);
     if rt.is_null() || VM_TORN_DOWN.load(Ordering::Acquire) {
         return None;
@@ -116,9 +171,6 @@ pub fn current_location(ts: &ThreadState) -> Option<RubyLocation> {
     // the checks listed at the top of this file.
     unsafe {
         let rt = &*rt;
-        if (*rt.vm_ptr).is_null() || (rt.has_gvl)() == 0 {
-            return None;
-        }
         let mut ec_slot = ts.ruby_ec_slot.get();
         if ec_slot.is_null() {
             // dlsym of a TLS symbol returns the calling thread's copy.
@@ -128,7 +180,8 @@ pub fn current_location(ts: &ThreadState) -> Option<RubyLocation> {
             }
             ts.ruby_ec_slot.set(ec_slot);
         }
-        if (*ec_slot).is_null() {
+        let ec = *ec_slot;
+        if ec.is_null() || (*rt.vm_ptr).is_null() || (rt.has_gvl)() == 0 {
             return None;
         }
         if let Some(during_gc) = rt.during_gc {
@@ -136,31 +189,52 @@ pub fn current_location(ts: &ThreadState) -> Option<RubyLocation> {
                 return None;
             }
         }
-        let (file, line) = match rt.source_location {
-            Some(f) => {
-                let mut line: c_int = 0;
-                let file = f(&mut line);
-                (file, line)
+        let generation = (rt.gc_count)() as u64;
+        if let Some((next_cfp, iseq_path)) = rt.next_cfp {
+            let top = *((ec as *const u8).add(EC_CFP_OFFSET) as *const *const c_void);
+            let cfp = next_cfp(ec, top) as *const u8;
+            if cfp.is_null() {
+                return None;
             }
-            None => {
-                let file = (rt.source_file)();
-                (
-                    file,
-                    if file.is_null() {
-                        0
-                    } else {
-                        (rt.source_line)()
-                    },
-                )
-            }
-        };
-        if file.is_null() {
-            return None;
+            let pc = *(cfp.add(CFP_PC_OFFSET) as *const usize);
+            let iseq = *(cfp.add(CFP_ISEQ_OFFSET) as *const usize);
+            return Some(RubyFrame {
+                key: (iseq, pc, iseq_path(iseq as *const c_void)),
+                generation,
+                location: None,
+            });
         }
-        Some(RubyLocation {
-            file,
-            line: line.max(0) as u32,
-            generation: (rt.gc_count)() as u64,
+        let (file, line) = source_location(rt)?;
+        Some(RubyFrame {
+            key: (file as usize, line as usize, 0),
+            generation,
+            location: Some((file, line)),
         })
     }
+}
+
+/// Asks Ruby for the current file and line.
+///
+/// # Safety
+/// Only after the checks of `current_frame` passed on this thread.
+unsafe fn source_location(rt: &RubyRuntime) -> Option<(*const c_char, u32)> {
+    let (file, line) = match rt.source_location {
+        Some(f) => {
+            let mut line: c_int = 0;
+            let file = f(&mut line);
+            (file, line)
+        }
+        None => {
+            let file = (rt.source_file)();
+            (
+                file,
+                if file.is_null() {
+                    0
+                } else {
+                    (rt.source_line)()
+                },
+            )
+        }
+    };
+    (!file.is_null()).then_some((file, line.max(0) as u32))
 }

@@ -3,21 +3,20 @@
 //! without taking a lock.
 
 use core::cell::{Cell, UnsafeCell};
-use core::ffi::{c_char, c_void};
+use core::ffi::c_void;
 
 const RUBY_CACHE_SLOTS: usize = 128;
 const NATIVE_CACHE_SLOTS: usize = 256;
 
-/// A Ruby line seen on this thread. Valid only within the GC generation it
-/// was filled in: Ruby can free (and reuse the memory of) a file-name string
-/// only in a GC, so a pointer seen in this generation still names the same
-/// file.
+/// A Ruby frame key (see [`crate::ruby::RubyFrame`]) seen on this thread.
+/// Valid only within the GC generation it was filled in: Ruby frees (and
+/// may reuse the memory of) an iseq or a file-name string only in a GC, so
+/// pointers seen in this generation still name the same line.
 #[derive(Clone, Copy)]
 struct RubyCacheEntry {
-    file: *const c_char,
-    line: u32,
-    site: u32,
+    key: (usize, usize, usize),
     generation: u64,
+    site: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -47,10 +46,9 @@ impl ThreadState {
             ruby_ec_slot: Cell::new(core::ptr::null()),
             ruby_cache: UnsafeCell::new(
                 [RubyCacheEntry {
-                    file: core::ptr::null(),
-                    line: 0,
-                    site: 0,
+                    key: (0, 0, 0),
                     generation: 0,
+                    site: 0,
                 }; RUBY_CACHE_SLOTS],
             ),
             native_cache: UnsafeCell::new(
@@ -63,8 +61,8 @@ impl ThreadState {
     }
 
     #[inline]
-    fn ruby_slot(file: *const c_char, line: u32) -> usize {
-        let h = (file as usize as u64 ^ (line as u64).wrapping_mul(0x9e37_79b9))
+    fn ruby_slot(key: (usize, usize, usize)) -> usize {
+        let h = (key.0 as u64 ^ (key.1 as u64).rotate_left(29) ^ (key.2 as u64).rotate_left(47))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (h >> 57) as usize & (RUBY_CACHE_SLOTS - 1)
     }
@@ -76,21 +74,19 @@ impl ThreadState {
     }
 
     #[inline]
-    pub fn cached_ruby_site(&self, file: *const c_char, line: u32, generation: u64) -> Option<u32> {
+    pub fn cached_ruby_site(&self, key: (usize, usize, usize), generation: u64) -> Option<u32> {
         // SAFETY: the caches are only touched by their own thread.
-        let e = unsafe { &(*self.ruby_cache.get())[Self::ruby_slot(file, line)] };
-        (e.file == file && e.line == line && e.generation == generation && e.site != 0)
-            .then_some(e.site)
+        let e = unsafe { &(*self.ruby_cache.get())[Self::ruby_slot(key)] };
+        (e.key == key && e.generation == generation && e.site != 0).then_some(e.site)
     }
 
     #[inline]
-    pub fn cache_ruby_site(&self, file: *const c_char, line: u32, generation: u64, site: u32) {
-        let e = unsafe { &mut (*self.ruby_cache.get())[Self::ruby_slot(file, line)] };
+    pub fn cache_ruby_site(&self, key: (usize, usize, usize), generation: u64, site: u32) {
+        let e = unsafe { &mut (*self.ruby_cache.get())[Self::ruby_slot(key)] };
         *e = RubyCacheEntry {
-            file,
-            line,
-            site,
+            key,
             generation,
+            site,
         };
     }
 

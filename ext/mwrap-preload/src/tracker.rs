@@ -72,21 +72,21 @@ pub unsafe fn release(hdr: *mut LiveAllocation) {
 
 #[inline]
 fn locate(ts: &thread_state::ThreadState, caller: usize) -> (u32, u64) {
-    if let Some(loc) = ruby::current_location(ts) {
-        if LAST_GENERATION.load(Ordering::Relaxed) != loc.generation {
-            LAST_GENERATION.store(loc.generation, Ordering::Relaxed);
+    if let Some(frame) = ruby::current_frame(ts) {
+        let generation = frame.generation;
+        if LAST_GENERATION.load(Ordering::Relaxed) != generation {
+            LAST_GENERATION.store(generation, Ordering::Relaxed);
         }
-        if let Some(site) = ts.cached_ruby_site(loc.file, loc.line, loc.generation) {
-            return (site, loc.generation);
+        if let Some(site) = ts.cached_ruby_site(frame.key, generation) {
+            return (site, generation);
         }
-        // SAFETY: Ruby returned a NUL-terminated file name.
-        let file = unsafe { core::ffi::CStr::from_ptr(loc.file) }.to_bytes();
-        let site = TABLE.intern(KeyRef::Ruby {
-            file,
-            line: loc.line,
-        });
-        ts.cache_ruby_site(loc.file, loc.line, loc.generation, site);
-        return (site, loc.generation);
+        if let Some((file, line)) = frame.location() {
+            // SAFETY: Ruby returned a NUL-terminated file name.
+            let file = unsafe { core::ffi::CStr::from_ptr(file) }.to_bytes();
+            let site = TABLE.intern(KeyRef::Ruby { file, line });
+            ts.cache_ruby_site(frame.key, generation, site);
+            return (site, generation);
+        }
     }
     let site = match ts.cached_native_site(caller) {
         Some(site) => site,
