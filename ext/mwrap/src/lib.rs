@@ -1,0 +1,24 @@
+//! The `mwrap_ext` Ruby extension: reads the tables kept by the preload
+//! library (`libmwrap_preload.so`) and exposes them as module `Mwrap`.
+//! It links no preload code; see [`preload`] for how the API is found.
+
+use magnus::{prelude::*, Error, Ruby};
+
+mod mwrap_module;
+mod preload;
+
+#[magnus::init(name = "mwrap_ext")]
+fn init(ruby: &Ruby) -> Result<(), Error> {
+    // The exception classes live in lib/mwrap/error.rb; load them when the
+    // extension is required on its own.
+    let module = ruby.define_module("Mwrap")?;
+    let defined: bool = module.funcall("const_defined?", ("Error", false))?;
+    if !defined {
+        ruby.require("mwrap/error")?;
+    }
+    if let Some(preload) = preload::get() {
+        preload.attach_ruby();
+    }
+    mwrap_module::init(ruby)?;
+    Ok(())
+}

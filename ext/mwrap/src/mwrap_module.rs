@@ -1,0 +1,187 @@
+//! Module functions of `Mwrap`: the 2.x API (`dump`, `each`, `clear`,
+//! `reset`, totals) plus `preloaded?`, `current_generation` and
+//! `abi_version`.
+//!
+//! Every function copies what it needs out of the preload first (see
+//! [`crate::preload`]) and only then builds Ruby objects, yields or calls
+//! `io.write`: nothing is held while Ruby code runs.
+
+use magnus::{
+    function, method, prelude::*, rb_sys::FromRawValue, scan_args::scan_args, Error, Integer,
+    RBignum, RString, Ruby, Value,
+};
+use mwrap_core::abi::ABI_VERSION;
+use mwrap_core::format::{dump_line, ByteWriter};
+
+use crate::preload::{self, Site};
+
+/// `io.write` is called once this much output is buffered.
+const WRITE_CHUNK: usize = 64 * 1024;
+/// Room for everything but the location in one dump line: two u64 counters
+/// (at most 20 digits each), two spaces and the newline.
+const LINE_OVERHEAD: usize = 20 + 1 + 20 + 1 + 1;
+
+pub fn init(ruby: &Ruby) -> Result<(), Error> {
+    let module = ruby.define_module("Mwrap")?;
+    module.define_module_function("preloaded?", function!(preloaded, 0))?;
+    module.define_module_function("dump", function!(dump, -1))?;
+    module.define_module_function("each", method!(each, -1))?;
+    module.define_module_function("total_bytes_allocated", function!(total_bytes_allocated, 0))?;
+    module.define_module_function("total_bytes_freed", function!(total_bytes_freed, 0))?;
+    module.define_module_function("clear", function!(reset, 0))?;
+    module.define_module_function("reset", function!(reset, 0))?;
+    module.define_module_function("current_generation", function!(current_generation, 0))?;
+    module.define_module_function("abi_version", function!(abi_version, 0))?;
+    Ok(())
+}
+
+/// `Mwrap.preloaded?`: true when the process runs under a compatible preload.
+fn preloaded() -> bool {
+    preload::get().is_some()
+}
+
+/// `Mwrap.dump(io = $stderr, min = 0)`: one `"%16zu %12zu %s\n"` line per
+/// location whose total is above `min`, largest first, via `io.write`.
+fn dump(ruby: &Ruby, args: &[Value]) -> Result<(), Error> {
+    let args = scan_args::<(), (Option<Value>, Option<Value>), (), (), (), ()>(args)?;
+    let (io, min) = args.optional;
+    let io = match io {
+        Some(io) if !io.is_nil() => io,
+        _ => stderr(),
+    };
+    if !io.is_kind_of(ruby.class_io()) {
+        return Err(Error::new(
+            ruby.exception_type_error(),
+            format!("wrong argument type {} (expected IO)", class_name(io)),
+        ));
+    }
+    let min = parse_min(ruby, min)?;
+    let Some(preload) = preload::get() else {
+        return Ok(());
+    };
+    let sites = preload.sites(min);
+
+    let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+    let mut line: Vec<u8> = Vec::new();
+    for Site { snapshot, name } in &sites {
+        line.clear();
+        line.resize(name.len() + LINE_OVERHEAD, 0);
+        let mut writer = ByteWriter::new(&mut line);
+        dump_line(&mut writer, snapshot.total, snapshot.allocations, name);
+        out.extend_from_slice(writer.as_bytes());
+        if out.len() >= WRITE_CHUNK {
+            write_io(ruby, io, &out)?;
+            out.clear();
+        }
+    }
+    if !out.is_empty() {
+        write_io(ruby, io, &out)?;
+    }
+    Ok(())
+}
+
+fn write_io(ruby: &Ruby, io: Value, bytes: &[u8]) -> Result<(), Error> {
+    let _: Value = io.funcall("write", (ruby.str_from_slice(bytes),))?;
+    Ok(())
+}
+
+/// `Mwrap.each(min = 0) { |location, total, allocations, frees, age_total,
+/// max_lifespan| }`; an Enumerator without a block.
+fn each(ruby: &Ruby, rb_self: Value, args: &[Value]) -> Result<Value, Error> {
+    let parsed = scan_args::<(), (Option<Value>,), (), (), (), ()>(args)?;
+    let (min,) = parsed.optional;
+    let min = parse_min(ruby, min)?;
+    if !ruby.block_given() {
+        return Ok(rb_self.enumeratorize("each", args).as_value());
+    }
+    let Some(preload) = preload::get() else {
+        return Ok(ruby.qnil().as_value());
+    };
+    for Site { snapshot, name } in preload.sites(min) {
+        let location = location_string(ruby, &name);
+        let _: Value = ruby.yield_values((
+            location,
+            snapshot.total,
+            snapshot.allocations,
+            snapshot.frees,
+            snapshot.age_total,
+            snapshot.max_lifespan,
+        ))?;
+    }
+    Ok(ruby.qnil().as_value())
+}
+
+fn total_bytes_allocated() -> u64 {
+    preload::get().map_or(0, |p| p.total_bytes_allocated())
+}
+
+fn total_bytes_freed() -> u64 {
+    preload::get().map_or(0, |p| p.total_bytes_freed())
+}
+
+/// `Mwrap.clear` / `Mwrap.reset`: zero every counter.
+fn reset() {
+    if let Some(p) = preload::get() {
+        p.reset();
+    }
+}
+
+fn current_generation() -> u64 {
+    preload::get().map_or(0, |p| p.current_generation())
+}
+
+fn abi_version() -> u32 {
+    ABI_VERSION
+}
+
+/// A frozen, deduplicated (interned) location string: UTF-8 when the name
+/// is valid UTF-8, binary otherwise.
+fn location_string(ruby: &Ruby, name: &[u8]) -> RString {
+    let s = match std::str::from_utf8(name) {
+        Ok(utf8) => ruby.str_new(utf8),
+        Err(_) => ruby.str_from_slice(name),
+    };
+    s.to_interned_str().as_r_string()
+}
+
+/// `min` as a byte count: nil means 0; a negative Integer is an
+/// ArgumentError; anything but an Integer is a TypeError. Integers beyond
+/// u64 select nothing.
+fn parse_min(ruby: &Ruby, min: Option<Value>) -> Result<u64, Error> {
+    let Some(value) = min.filter(|v| !v.is_nil()) else {
+        return Ok(0);
+    };
+    let Some(int) = Integer::from_value(value) else {
+        return Err(Error::new(
+            ruby.exception_type_error(),
+            format!(
+                "min must be an Integer, not {} ({})",
+                value.inspect(),
+                class_name(value)
+            ),
+        ));
+    };
+    let negative = || {
+        Error::new(
+            ruby.exception_arg_error(),
+            format!("min must not be negative: {}", value.inspect()),
+        )
+    };
+    if let Ok(n) = int.to_i64() {
+        return u64::try_from(n).map_err(|_| negative());
+    }
+    match RBignum::from_value(value) {
+        Some(big) if big.is_negative() => Err(negative()),
+        Some(big) => Ok(big.to_u64().unwrap_or(u64::MAX)),
+        None => Ok(int.to_u64().unwrap_or(u64::MAX)),
+    }
+}
+
+fn class_name(value: Value) -> String {
+    value.class().inspect()
+}
+
+fn stderr() -> Value {
+    // SAFETY: `$stderr` always exists; rb_gv_get returns its current value.
+    unsafe { Value::from_raw(rb_sys::rb_gv_get(c"$stderr".as_ptr())) }
+}

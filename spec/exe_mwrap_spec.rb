@@ -1,0 +1,143 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "tmpdir"
+
+RSpec.describe "exe/mwrap" do
+  let(:preload) { File.join(MwrapSpecHelpers::LIB, "mwrap", "libmwrap_preload.so") }
+
+  describe "usage" do
+    it "prints usage on stderr and exits 2 without arguments" do
+      r = run_mwrap
+      expect(r.exitstatus).to eq(2)
+      expect(r.stdout).to eq("")
+      expect(r.stderr).to match(/\AUsage: mwrap COMMAND/)
+    end
+
+    it "prints usage on stdout and exits 0 for --help and -h" do
+      %w[--help -h].each do |opt|
+        r = run_mwrap(opt)
+        expect(r.exitstatus).to eq(0)
+        expect(r.stdout).to match(/\AUsage: mwrap COMMAND/)
+        expect(r.stderr).to eq("")
+      end
+    end
+
+    it "prints its version" do
+      r = run_mwrap("--version")
+      expect(r.exitstatus).to eq(0)
+      expect(r.stdout).to eq("mwrap 0.1.0\n")
+    end
+
+    it "rejects an unknown option before the command with usage and exit 2" do
+      r = run_mwrap("-x", "true")
+      expect(r.exitstatus).to eq(2)
+      expect(r.stderr).to include("-x").and include("Usage: mwrap COMMAND")
+    end
+
+    it "passes options after the command through" do
+      require_preload!
+      r = run_mwrap("sh", "-c", 'printf "%s|" "$@"', "sh", "-x", "--help")
+      expect(r.stdout).to eq("-x|--help|")
+      expect(r.exitstatus).to eq(0)
+    end
+  end
+
+  describe "running the command" do
+    before { require_preload! }
+
+    it "exits 127 with a message for a missing command" do
+      r = run_mwrap("mwrap-no-such-command-xyz", "arg")
+      expect(r.exitstatus).to eq(127)
+      expect(r.stderr).to eq("mwrap: mwrap-no-such-command-xyz: command not found\n")
+      r = run_mwrap("/nonexistent/dir/cmd")
+      expect(r.exitstatus).to eq(127)
+      expect(r.stderr).to include("/nonexistent/dir/cmd: command not found")
+    end
+
+    it "exits 126 for a command that is not executable" do
+      Dir.mktmpdir do |dir|
+        path = File.join(dir, "not-executable")
+        File.write(path, "#!/bin/sh\nexit 0\n")
+        File.chmod(0o644, path)
+        r = run_mwrap(path)
+        expect(r.exitstatus).to eq(126)
+        expect(r.stderr).to include(path)
+      end
+    end
+
+    it "never goes through a shell" do
+      r = run_mwrap("echo", "$HOME", "a b", "*")
+      expect(r.stdout).to eq("$HOME a b *\n")
+      r = run_mwrap("echo $HOME")
+      expect(r.exitstatus).to eq(127)
+    end
+
+    it "passes exit statuses 0, 1 and 42 through" do
+      expect(run_mwrap("true").exitstatus).to eq(0)
+      expect(run_mwrap("false").exitstatus).to eq(1)
+      expect(run_mwrap("sh", "-c", "exit 42").exitstatus).to eq(42)
+    end
+
+    it "puts the preload alone in LD_PRELOAD when there was none" do
+      r = run_mwrap("sh", "-c", 'echo "$LD_PRELOAD"')
+      expect(r.stdout).to eq("#{preload}\n")
+    end
+
+    it "puts the preload first, keeps other entries in order and drops stale copies" do
+      stale = "/old/lib/mwrap/libmwrap_preload.so"
+      env = { "LD_PRELOAD" => "/nonexistent/libfoo.so #{stale}:/nonexistent/libbar.so\t#{preload}::" }
+      r = run_mwrap("sh", "-c", 'echo "$LD_PRELOAD"', env: env)
+      expect(r.stdout).to eq("#{preload}:/nonexistent/libfoo.so:/nonexistent/libbar.so\n")
+      expect(r.exitstatus).to eq(0)
+    end
+
+    it "loads the preload into the command" do
+      r = run_mwrap("ruby", "-I", MwrapSpecHelpers::LIB, "-r", "mwrap", "-e", "p Mwrap.preloaded?")
+      expect(r.stdout).to eq("true\n")
+    end
+
+    it "keeps dump_fd:N open across exec for N > 2" do
+      r = run_mwrap("sh", "-c", 'echo hello >&7', env: { "MWRAP" => "dump_fd:7" }) # fd 7 closed here
+      expect(r.exitstatus).not_to eq(0)
+      Dir.mktmpdir do |dir|
+        out = File.join(dir, "out")
+        File.open(out, "w") do |f|
+          pid = Process.spawn(clean_env("MWRAP" => "dump_fd:#{f.fileno}"), RbConfig.ruby,
+                              MwrapSpecHelpers::EXE, "sh", "-c", "echo hello >&#{f.fileno}",
+                              f.fileno => f.fileno)
+          Process.wait(pid)
+          expect($?.exitstatus).to eq(0)
+        end
+        expect(File.read(out)).to start_with("hello\n")
+      end
+    end
+
+    it "inherits systemd LISTEN_FDS descriptors when LISTEN_PID is its own pid" do
+      Dir.mktmpdir do |dir|
+        out = File.join(dir, "out")
+        File.open(out, "w") do |f|
+          # sh execs ruby (same pid), so LISTEN_PID=$$ names exe/mwrap's process.
+          script = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"'
+          pid = Process.spawn(clean_env, "sh", "-c", script, RbConfig.ruby, MwrapSpecHelpers::EXE,
+                              "sh", "-c", "echo listening >&3", 3 => f)
+          Process.wait(pid)
+          expect($?.exitstatus).to eq(0)
+        end
+        expect(File.read(out)).to start_with("listening\n")
+      end
+    end
+
+    it "profiles a non-Ruby command: MWRAP=dump_path writes native 0x locations" do
+      Dir.mktmpdir do |dir|
+        dump = File.join(dir, "dump.txt")
+        r = run_mwrap("sh", "-c", 'perl -e "print 1"', env: { "MWRAP" => "dump_path:#{dump}" })
+        expect(r.stdout).to eq("1")
+        expect(r.exitstatus).to eq(0)
+        rows = parse_dump(path: dump)
+        expect(rows).not_to be_empty
+        expect(rows.map(&:location)).to include(a_string_matching(/0x\h+/))
+      end
+    end
+  end
+end
