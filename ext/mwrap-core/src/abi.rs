@@ -11,7 +11,7 @@ use core::ffi::c_void;
 
 /// Version of [`PreloadApi`]. Both libraries are built from one tree, so a
 /// mismatch means a stale preload library is first in `LD_PRELOAD`.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the exported function returning `*const PreloadApi`.
 pub const PRELOAD_API_SYMBOL: &[u8] = b"mwrap_preload_api\0";
@@ -50,12 +50,47 @@ pub struct LiveAllocationInfo {
     pub generation: u64,
 }
 
+/// A live Ruby heap page: its address and the GC generation it was born in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapPageInfo {
+    pub address: u64,
+    pub generation: u64,
+}
+
+/// Statistics over spans of GC generations. `mean` and `stddev` are NaN
+/// when `count` is 0; `stddev` is the sample standard deviation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SpanStats {
+    pub count: u64,
+    pub min: u64,
+    pub max: u64,
+    pub mean: f64,
+    pub stddev: f64,
+}
+
+/// Heap page statistics: `lifespan` over freed pages (death − birth),
+/// `deathspan` over pages born after some page died (birth − last death),
+/// `resurrects` = `deathspan.count`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HeapPageStats {
+    pub live_pages: u64,
+    pub lifespan: SpanStats,
+    pub deathspan: SpanStats,
+    pub resurrects: u64,
+}
+
 /// Receives a batch of site snapshots. Called with no lock held.
 pub type SnapshotSink =
     unsafe extern "C" fn(ctx: *mut c_void, sites: *const SiteSnapshot, n: usize);
 /// Receives a batch of live allocations. Called with no lock held.
 pub type LiveSink =
     unsafe extern "C" fn(ctx: *mut c_void, live: *const LiveAllocationInfo, n: usize);
+/// Receives a batch of live heap pages. Called with no lock held.
+pub type HeapPageSink =
+    unsafe extern "C" fn(ctx: *mut c_void, pages: *const HeapPageInfo, n: usize);
 /// Receives bytes (a location name). Called with no lock held.
 pub type BytesSink = unsafe extern "C" fn(ctx: *mut c_void, bytes: *const u8, len: usize);
 
@@ -90,4 +125,11 @@ pub struct PreloadApi {
     /// Asks the preload to look for Ruby's symbols again (for a libruby
     /// loaded with dlopen after the preload initialised).
     pub attach_ruby: unsafe extern "C" fn(),
+    // --- ABI 2 ---
+    /// Calls `sink` with every live Ruby heap page, by address.
+    pub heap_pages: unsafe extern "C" fn(sink: HeapPageSink, ctx: *mut c_void),
+    /// Copies the heap page statistics.
+    pub heap_stats: unsafe extern "C" fn(out: *mut HeapPageStats),
+    /// Size (and alignment) of a Ruby heap page as the preload tracks it.
+    pub heap_page_size: unsafe extern "C" fn() -> u64,
 }

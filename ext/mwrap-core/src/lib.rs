@@ -4,8 +4,10 @@
 //! these to the malloc family; the Ruby extension reads them through [`abi`].
 
 pub mod abi;
+pub mod fork_safe;
 pub mod format;
 pub mod header;
+pub mod heap;
 pub mod key;
 pub mod location;
 pub mod options;

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 /// Keys the preload understands, in the order the help text lists them.
-pub const KNOWN_KEYS: &[&str] = &["dump_path", "dump_fd", "dump_min"];
+pub const KNOWN_KEYS: &[&str] = &["dump_path", "dump_fd", "dump_min", "dump_heap"];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -16,11 +16,21 @@ pub struct Options {
     pub dump_fd: Option<i32>,
     /// Only locations whose total is strictly above this are dumped.
     pub dump_min: u64,
+    /// Heap page output at exit: [`DUMP_HEAP_STATS`] | [`DUMP_HEAP_PAGES`]
+    /// | [`DUMP_HEAP_ONLY`].
+    pub dump_heap: u32,
 }
+
+/// `dump_heap` bit: summary statistics of Ruby's heap pages.
+pub const DUMP_HEAP_STATS: u32 = 1;
+/// `dump_heap` bit: every live heap page (address and birth generation).
+pub const DUMP_HEAP_PAGES: u32 = 2;
+/// `dump_heap` bit: only the heap output, no location lines.
+pub const DUMP_HEAP_ONLY: u32 = 4;
 
 impl Options {
     pub fn wants_dump(&self) -> bool {
-        self.dump_path.is_some() || self.dump_fd.is_some()
+        self.dump_path.is_some() || self.dump_fd.is_some() || self.dump_heap != 0
     }
 }
 
@@ -62,6 +72,13 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
                     "dump_min {} is not a byte count (0 to {})",
                     quoted(val),
                     u64::MAX
+                )),
+            },
+            b"dump_heap" => match parse_decimal(val) {
+                Some(n) if n <= 7 => opts.dump_heap = n as u32,
+                _ => problems.push(format!(
+                    "dump_heap {} is not a mask from 0 to 7 (1 stats, 2 pages, 4 heap only)",
+                    quoted(val)
                 )),
             },
             _ => problems.push(format!(
@@ -161,6 +178,17 @@ mod tests {
             assert!(p.is_empty(), "{v:?} gave {p:?}");
         }
         assert!(!parse(b"").0.wants_dump());
+    }
+
+    #[test]
+    fn dump_heap_is_a_mask() {
+        let (o, p) = parse(b"dump_heap:5");
+        assert!(p.is_empty());
+        assert_eq!(o.dump_heap, DUMP_HEAP_STATS | DUMP_HEAP_ONLY);
+        assert!(o.wants_dump());
+        let (o, p) = parse(b"dump_heap:8");
+        assert_eq!(o.dump_heap, 0);
+        assert!(p[0].contains("dump_heap \"8\""));
     }
 
     #[test]

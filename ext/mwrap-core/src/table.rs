@@ -8,15 +8,13 @@
 //! - site storage: id → [`Site`] (counters + live list behind a per-site
 //!   mutex), in fixed chunks that never move, so `site(id)` needs no lock.
 
-use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use hashbrown::HashTable;
-use parking_lot::lock_api::RawMutex as _;
-use parking_lot::Mutex;
 
 use crate::abi::{LiveAllocationInfo, SiteSnapshot, UNTRACKED_SITE};
+use crate::fork_safe::ForkSafeMutex;
 use crate::header::LiveAllocation;
 use crate::key::{KeyRef, SiteKey};
 
@@ -54,21 +52,19 @@ unsafe impl Send for LiveList {}
 
 /// One location's counters and live allocations.
 pub struct Site {
-    /// In an `UnsafeCell` only so a fork child can rebuild the lock.
-    counters: UnsafeCell<Mutex<Counters>>,
+    counters: ForkSafeMutex<Counters>,
 }
 
 impl Site {
     fn new() -> Self {
         Site {
-            counters: UnsafeCell::new(Mutex::new(Counters::default())),
+            counters: ForkSafeMutex::new(Counters::default()),
         }
     }
 
     #[inline]
-    fn counters(&self) -> &Mutex<Counters> {
-        // SAFETY: only `rebuild_after_fork` writes the cell, with no other thread alive.
-        unsafe { &*self.counters.get() }
+    fn counters(&self) -> &ForkSafeMutex<Counters> {
+        &self.counters
     }
 }
 
@@ -82,8 +78,7 @@ struct Interner {
 
 /// All locations of one process.
 pub struct SiteTable {
-    /// In an `UnsafeCell` only so a fork child can rebuild the lock.
-    interner: UnsafeCell<Mutex<Interner>>,
+    interner: ForkSafeMutex<Interner>,
     chunks: [AtomicPtr<Site>; MAX_CHUNKS],
     /// Number of ids handed out so far (ids 1..=count are valid).
     count: AtomicU32,
@@ -119,11 +114,11 @@ impl SiteTable {
             capacity
         };
         SiteTable {
-            interner: UnsafeCell::new(Mutex::new(Interner {
+            interner: ForkSafeMutex::new(Interner {
                 index: HashTable::new(),
                 keys: Vec::new(),
                 overflow: 0,
-            })),
+            }),
             chunks: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS],
             count: AtomicU32::new(0),
             capacity,
@@ -132,9 +127,8 @@ impl SiteTable {
     }
 
     #[inline]
-    fn interner(&self) -> &Mutex<Interner> {
-        // SAFETY: as in `Site::counters`.
-        unsafe { &*self.interner.get() }
+    fn interner(&self) -> &ForkSafeMutex<Interner> {
+        &self.interner
     }
 
     /// Number of ids handed out; ids `1..=site_count()` are valid.
@@ -366,11 +360,10 @@ impl SiteTable {
     /// [`SiteTable::release_after_fork_in_parent`] or
     /// [`SiteTable::release_after_fork_in_child`].
     pub fn hold_for_fork(&self) {
-        // SAFETY: raw lock/unlock pairs are matched by the release functions.
-        unsafe { self.interner().raw().lock() };
+        self.interner().hold_for_fork();
         for id in 1..=self.site_count() {
             if let Some(site) = self.site(id) {
-                unsafe { site.counters().raw().lock() };
+                site.counters().hold_for_fork();
             }
         }
     }
@@ -378,33 +371,24 @@ impl SiteTable {
     pub fn release_after_fork_in_parent(&self) {
         for id in 1..=self.site_count() {
             if let Some(site) = self.site(id) {
-                unsafe { site.counters().force_unlock() };
+                // SAFETY: taken by hold_for_fork on this thread.
+                unsafe { site.counters().release_in_parent() };
             }
         }
-        unsafe { self.interner().force_unlock() };
+        unsafe { self.interner().release_in_parent() };
     }
 
-    /// In the child only the forking thread exists: no waiter can be woken,
-    /// and parking_lot's wait queues may be held by threads that are gone,
-    /// so the locks are written back to their initial state instead of
-    /// being unlocked.
+    /// In the child only the forking thread exists, so the locks are
+    /// rebuilt unlocked instead of unlocked (see [`ForkSafeMutex`]).
     pub fn release_after_fork_in_child(&self) {
         for id in 1..=self.site_count() {
             if let Some(site) = self.site(id) {
-                unsafe { rebuild_locked(&site.counters) };
+                // SAFETY: fork child, locks taken by hold_for_fork.
+                unsafe { site.counters().release_in_child() };
             }
         }
-        unsafe { rebuild_locked(&self.interner) };
+        unsafe { self.interner().release_in_child() };
     }
-}
-
-/// Replaces a mutex we hold with an unlocked one holding the same data.
-///
-/// # Safety
-/// Only when no other thread exists (a fork child) and the caller holds the lock.
-unsafe fn rebuild_locked<T>(cell: &UnsafeCell<Mutex<T>>) {
-    let data = ptr::read((*cell.get()).data_ptr());
-    ptr::write(cell.get(), Mutex::new(data));
 }
 
 unsafe fn unlink(c: &mut Counters, hdr: *mut LiveAllocation) {

@@ -111,6 +111,35 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     hooks::usable_size(ptr)
 }
 
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+) -> *mut c_void {
+    hooks::mmap(false, addr, len, prot, flags, fd, off)
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn mmap64(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+) -> *mut c_void {
+    hooks::mmap(true, addr, len, prot, flags, fd, off)
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    hooks::munmap(addr, len)
+}
+
 /// Interposed so we learn that the Ruby VM is being destroyed before any of
 /// its memory goes: from then on no Ruby function is called. libruby calls
 /// it through its PLT, so the preload's definition wins.

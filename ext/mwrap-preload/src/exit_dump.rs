@@ -6,8 +6,9 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use mwrap_core::abi::{HeapPageInfo, SpanStats};
 use mwrap_core::format::{dump_line, ByteWriter};
-use mwrap_core::options::{self, Options};
+use mwrap_core::options::{self, Options, DUMP_HEAP_ONLY, DUMP_HEAP_PAGES, DUMP_HEAP_STATS};
 
 use crate::diag::{errno, write_all, write_stderr};
 use crate::{names, query, thread_state, tracker};
@@ -118,6 +119,35 @@ pub fn render_dump(min: u64) -> Vec<u8> {
     text
 }
 
+/// The heap page part of the dump (`dump_heap`): `key: value` lines for
+/// the statistics, then `0xADDRESS\tGENERATION` per live page.
+pub fn render_heap(mask: u32) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if mask & DUMP_HEAP_STATS != 0 {
+        let s = tracker::HEAP.stats();
+        let span = |out: &mut String, name: &str, st: &SpanStats| {
+            let _ = writeln!(out, "{name}_max: {}", st.max);
+            let _ = writeln!(out, "{name}_min: {}", st.min);
+            let _ = writeln!(out, "{name}_mean: {:.3}", st.mean);
+            let _ = writeln!(out, "{name}_stddev: {:.3}", st.stddev);
+        };
+        span(&mut out, "lifespan", &s.lifespan);
+        span(&mut out, "deathspan", &s.deathspan);
+        let _ = writeln!(out, "resurrects: {}", s.resurrects);
+        let _ = writeln!(out, "live_pages: {}", s.live_pages);
+        let _ = writeln!(out, "gc_count: {}", tracker::current_generation());
+    }
+    if mask & DUMP_HEAP_PAGES != 0 {
+        let mut pages: Vec<HeapPageInfo> = Vec::new();
+        tracker::HEAP.live(&mut pages);
+        for p in &pages {
+            let _ = writeln!(out, "{:#x}\t{}", p.address, p.generation);
+        }
+    }
+    out.into_bytes()
+}
+
 /// Writes `text` in pieces of whole lines no larger than PIPE_BUF where
 /// possible, so dumps of several processes never interleave within a line.
 pub fn write_lines(fd: i32, text: &[u8]) {
@@ -148,8 +178,14 @@ extern "C" fn dump_at_exit() {
         if !opts.wants_dump() {
             return;
         }
-        let text = render_dump(opts.dump_min);
-        if let Some(fd) = opts.dump_fd {
+        let mut text = Vec::new();
+        if opts.dump_heap & DUMP_HEAP_ONLY == 0 {
+            text = render_dump(opts.dump_min);
+        }
+        text.extend_from_slice(&render_heap(opts.dump_heap));
+        // dump_heap alone, like mwrap 2.x, goes to stderr.
+        let fd = opts.dump_fd.or((opts.dump_path.is_none()).then_some(2));
+        if let Some(fd) = fd {
             write_lines(fd, &text);
         }
         if let Some(path) = &opts.dump_path {
@@ -170,7 +206,6 @@ extern "C" fn dump_at_exit() {
             }
         }
     });
-    let _ = tracker::current_generation();
 }
 
 // Also in test builds: without MWRAP it does nothing.

@@ -5,19 +5,24 @@
 //! deadlocking on a lock it holds itself.
 
 use crate::thread_state;
-use crate::tracker::TABLE;
+use crate::tracker::{HEAP, TABLE};
 
 extern "C" fn prepare() {
     thread_state::with(|ts| ts.busy.set(true));
     TABLE.hold_for_fork();
+    HEAP.hold_for_fork();
 }
 
 extern "C" fn parent() {
+    // SAFETY: held by prepare() on this thread.
+    unsafe { HEAP.release_after_fork_in_parent() };
     TABLE.release_after_fork_in_parent();
     thread_state::with(|ts| ts.busy.set(false));
 }
 
 extern "C" fn child() {
+    // SAFETY: fork child, held by prepare().
+    unsafe { HEAP.release_after_fork_in_child() };
     TABLE.release_after_fork_in_child();
     thread_state::with(|ts| ts.busy.set(false));
 }

@@ -256,3 +256,43 @@ pub unsafe fn usable_size(user: *mut c_void) -> usize {
         None => requested,
     }
 }
+
+/// `mmap`: the real one, and if the mapping looks like one of Ruby's heap
+/// pages (anonymous, private, read-write, two heap pages long, made
+/// by a thread holding the GVL), the page inside it is recorded.
+pub unsafe fn mmap(
+    wide: bool,
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+) -> *mut c_void {
+    let p = real::mmap(wide, addr, len, prot, flags, fd, off);
+    if p != libc::MAP_FAILED
+        && addr.is_null()
+        && mwrap_core::heap::is_page_mapping_len(len)
+        && fd == -1
+        && prot == libc::PROT_READ | libc::PROT_WRITE
+        && flags & (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE)
+            == libc::MAP_ANONYMOUS | libc::MAP_PRIVATE
+        && flags & libc::MAP_FIXED == 0
+    {
+        let saved = errno();
+        tracker::heap_mapping(p as usize, len);
+        set_errno(saved);
+    }
+    p
+}
+
+/// `munmap`: the real one, then forgets the heap pages it covered.
+pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    let rc = real::munmap(addr, len);
+    if rc == 0 {
+        let saved = errno();
+        tracker::heap_unmapped(addr as usize, len);
+        set_errno(saved);
+    }
+    rc
+}

@@ -4,10 +4,13 @@
 
 use core::ffi::c_void;
 
-use mwrap_core::abi::{BytesSink, LiveSink, PreloadApi, SiteSnapshot, SnapshotSink, ABI_VERSION};
+use mwrap_core::abi::{
+    BytesSink, HeapPageSink, HeapPageStats, LiveSink, PreloadApi, SiteSnapshot, SnapshotSink,
+    ABI_VERSION,
+};
 use mwrap_core::location::parse_location;
 
-use crate::tracker::{self, TABLE};
+use crate::tracker::{self, HEAP, TABLE};
 use crate::{names, ruby, thread_state};
 
 pub static API: PreloadApi = PreloadApi {
@@ -25,6 +28,9 @@ pub static API: PreloadApi = PreloadApi {
     quiet_exit,
     current_generation,
     attach_ruby,
+    heap_pages,
+    heap_stats,
+    heap_page_size,
 };
 
 /// Snapshots of every location with total strictly above `min`.
@@ -114,4 +120,18 @@ unsafe extern "C" fn current_generation() -> u64 {
 
 unsafe extern "C" fn attach_ruby() {
     thread_state::guarded(|_| ruby::attach());
+}
+
+unsafe extern "C" fn heap_pages(sink: HeapPageSink, ctx: *mut c_void) {
+    let mut pages = Vec::new();
+    HEAP.live(&mut pages);
+    sink(ctx, pages.as_ptr(), pages.len());
+}
+
+unsafe extern "C" fn heap_stats(out: *mut HeapPageStats) {
+    out.write(HEAP.stats());
+}
+
+unsafe extern "C" fn heap_page_size() -> u64 {
+    HEAP.page_size() as u64
 }

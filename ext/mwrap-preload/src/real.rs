@@ -204,3 +204,62 @@ unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
         new
     }
 }
+
+// ---------------------------------------------------------------------------
+// mmap / munmap, for Ruby's heap pages. Resolved on first use; until then
+// (or if the lookup fails) the system calls are made directly.
+
+pub type MmapFn =
+    unsafe extern "C" fn(*mut c_void, usize, c_int, c_int, c_int, libc::off_t) -> *mut c_void;
+pub type MunmapFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
+
+static REAL_MMAP: core::sync::atomic::AtomicPtr<c_void> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+static REAL_MMAP64: core::sync::atomic::AtomicPtr<c_void> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+static REAL_MUNMAP: core::sync::atomic::AtomicPtr<c_void> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+fn resolve_next(
+    slot: &core::sync::atomic::AtomicPtr<c_void>,
+    name: &core::ffi::CStr,
+) -> *mut c_void {
+    let p = slot.load(Ordering::Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: dlsym with a NUL-terminated name.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+    slot.store(p, Ordering::Release);
+    p
+}
+
+/// The next `mmap` (or `mmap64` when `wide`) in link order.
+pub unsafe fn mmap(
+    wide: bool,
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+) -> *mut c_void {
+    let f = if wide {
+        resolve_next(&REAL_MMAP64, c"mmap64")
+    } else {
+        resolve_next(&REAL_MMAP, c"mmap")
+    };
+    if f.is_null() {
+        return libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void;
+    }
+    core::mem::transmute::<*mut c_void, MmapFn>(f)(addr, len, prot, flags, fd, off)
+}
+
+/// The next `munmap` in link order.
+pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    let f = resolve_next(&REAL_MUNMAP, c"munmap");
+    if f.is_null() {
+        return libc::syscall(libc::SYS_munmap, addr, len) as c_int;
+    }
+    core::mem::transmute::<*mut c_void, MunmapFn>(f)(addr, len)
+}

@@ -155,20 +155,27 @@ pub fn attach() {
     }
 }
 
+/// Whether the VM is being (or was) destroyed.
+pub fn vm_torn_down() -> bool {
+    VM_TORN_DOWN.load(Ordering::Acquire)
+}
+
 /// From here on no Ruby function is called: the VM is being destroyed.
 pub fn mark_vm_torn_down() {
     VM_TORN_DOWN.store(true, Ordering::Release);
 }
 
-/// The Ruby frame running on this thread, when it is safe to ask.
+/// The runtime and this thread's execution context, when this thread may
+/// call into Ruby: the VM is up and not being destroyed, the thread holds
+/// the GVL and has an EC.
 #[inline]
-pub fn current_frame(ts: &ThreadState) -> Option<RubyFrame> {
+fn with_gvl(ts: &ThreadState) -> Option<(&'static RubyRuntime, *const c_void)> {
     let rt = RUNTIME.load(Ordering::Acquire);
     if rt.is_null() || VM_TORN_DOWN.load(Ordering::Acquire) {
         return None;
     }
-    // SAFETY: rt is leaked and never freed; every call below is guarded by
-    // the checks listed at the top of this file.
+    // SAFETY: rt is leaked and never freed; the reads follow the checks
+    // listed at the top of this file, in order.
     unsafe {
         let rt = &*rt;
         let mut ec_slot = ts.ruby_ec_slot.get();
@@ -184,6 +191,24 @@ pub fn current_frame(ts: &ThreadState) -> Option<RubyFrame> {
         if ec.is_null() || (*rt.vm_ptr).is_null() || (rt.has_gvl)() == 0 {
             return None;
         }
+        Some((rt, ec))
+    }
+}
+
+/// The current GC generation, when this thread may ask Ruby (also during GC).
+pub fn generation_with_gvl(ts: &ThreadState) -> Option<u64> {
+    let (rt, _) = with_gvl(ts)?;
+    // SAFETY: with_gvl checked that Ruby may be called.
+    Some(unsafe { (rt.gc_count)() } as u64)
+}
+
+/// The Ruby frame running on this thread, when it is safe to ask.
+#[inline]
+pub fn current_frame(ts: &ThreadState) -> Option<RubyFrame> {
+    let (rt, ec) = with_gvl(ts)?;
+    // SAFETY: with_gvl checked that Ruby may be called; the frame layout
+    // is only read when `known_frame_layout` accepted this Ruby.
+    unsafe {
         if let Some(during_gc) = rt.during_gc {
             if during_gc() != 0 {
                 return None;

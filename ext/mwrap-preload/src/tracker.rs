@@ -4,12 +4,16 @@
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
+use mwrap_core::heap::HeapPageTable;
 use mwrap_core::{KeyRef, LiveAllocation, SiteTable};
 
 use crate::{exit_dump, fork, ruby, thread_state};
 
 /// Every location of this process.
 pub static TABLE: SiteTable = SiteTable::new();
+
+/// Ruby's live heap pages.
+pub static HEAP: HeapPageTable = HeapPageTable::new();
 
 /// The newest GC generation seen by any thread holding the GVL. Frees and
 /// native allocations use it instead of asking Ruby (which needs the GVL).
@@ -97,4 +101,29 @@ fn locate(ts: &thread_state::ThreadState, caller: usize) -> (u32, u64) {
         }
     };
     (site, current_generation())
+}
+
+/// A fresh mapping that may hold a Ruby heap page: recorded when the
+/// thread that made it holds the GVL (Ruby's GC maps pages under it).
+pub fn heap_mapping(start: usize, len: usize) {
+    thread_state::guarded(|ts| {
+        if let Some(generation) = ruby::generation_with_gvl(ts) {
+            HEAP.record_mapping(start, len, generation);
+        }
+    });
+}
+
+/// `[start, start + len)` was unmapped: forget the heap pages in it.
+/// Pages freed while the VM is destroyed are kept, so the exit dump shows
+/// the heap as it was when the program ended.
+pub fn heap_unmapped(start: usize, len: usize) {
+    if ruby::vm_torn_down() {
+        return;
+    }
+    thread_state::guarded(|ts| {
+        if HEAP.may_hold_page(start, len) {
+            let generation = ruby::generation_with_gvl(ts).unwrap_or_else(current_generation);
+            HEAP.record_unmap(start, len, generation);
+        }
+    });
 }
