@@ -1,0 +1,98 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "tmpdir"
+
+# Where allocations go in the places where asking Ruby is subtle: fibers,
+# at_exit blocks, finalizers run at exit, threads without the GVL, and
+# teardown. Each runs a real process under the preload and reads its dump.
+RSpec.describe "attribution in fibers, at_exit, finalizers and GVL-less calls" do
+  before { require_preload! }
+
+  def dump_rows(dir, code, env: {})
+    dump = File.join(dir, "dump.txt")
+    path, r = run_script(code, dir: dir, env: { "MWRAP" => "dump_path:#{dump}" }.merge(env))
+    expect(r.stderr).to eq("")
+    expect(r.status.success?).to be(true)
+    [path, r, parse_dump(path: dump)]
+  end
+
+  def row_at(rows, location)
+    rows.find { |row| row.location == location } or
+      raise "no dump line for #{location}; have #{rows.map(&:location).grep(/script/).inspect}"
+  end
+
+  it "charges a fiber's allocation to the line inside the fiber" do
+    Dir.mktmpdir do |dir|
+      path, _r, rows = dump_rows(dir, <<~RUBY)
+        keep = []
+        f = Fiber.new do
+          keep << ("f" * 20_000)
+          Fiber.yield
+        end
+        f.resume
+      RUBY
+      row = row_at(rows, "#{path}:3")
+      expect(row.total).to be >= 20_001
+      expect(row.total).to be < 20_001 + 4096
+    end
+  end
+
+  it "charges allocations in at_exit blocks and exit-time finalizers to their lines" do
+    Dir.mktmpdir do |dir|
+      path, _r, rows = dump_rows(dir, <<~RUBY)
+        $keep = []
+        at_exit do
+          $keep << ("a" * 30_000)
+        end
+        obj = Object.new
+        ObjectSpace.define_finalizer(obj, proc do
+          $keep << ("z" * 40_000)
+        end)
+        obj = nil
+      RUBY
+      expect(row_at(rows, "#{path}:3").total).to be_between(30_001, 30_001 + 4096)
+      expect(row_at(rows, "#{path}:7").total).to be_between(40_001, 40_001 + 4096)
+    end
+  end
+
+  it "charges a malloc made by C code called without the GVL to its native caller" do
+    Dir.mktmpdir do |dir|
+      src = File.join(dir, "mwtest.c")
+      so = File.join(dir, "libmwtest.so")
+      File.write(src, <<~C)
+        #include <stdlib.h>
+        void *mw_native_malloc(size_t n) { return malloc(n); }
+      C
+      _, err, status = Open3.capture3("gcc", "-shared", "-fPIC", "-O1", "-o", so, src)
+      skip "no C compiler: #{err}" unless status.success?
+      _path, _r, rows = dump_rows(dir, <<~RUBY)
+        require "fiddle"
+        lib = Fiddle.dlopen(#{so.dump})
+        f = Fiddle::Function.new(lib["mw_native_malloc"], [Fiddle::TYPE_SIZE_T], Fiddle::TYPE_VOIDP, need_gvl: false)
+        $keep = 3.times.map { f.call(12_345) }
+      RUBY
+      native = rows.select { |row| row.location.include?("libmwtest.so") }
+      expect(native.size).to eq(1), rows.map(&:location).join("\n")
+      expect(native.first.location).to match(/\A#{Regexp.escape(so)}\(mw_native_malloc\+0x\h+\) \[0x\h+\]\z/)
+      expect([native.first.total, native.first.allocations]).to eq([3 * 12_345, 3])
+    end
+  end
+
+  it "survives heavy allocation during teardown, in threads, fibers and a Ractor" do
+    Dir.mktmpdir do |dir|
+      _path, r, rows = dump_rows(dir, <<~RUBY, env: { "RUBYOPT" => "-W0" })
+        threads = 4.times.map { |i| Thread.new { 2_000.times { "t" * (i * 100 + 1) } } }
+        fibers = 50.times.map { Fiber.new { 100.times { Fiber.yield("f" * 300) } } }
+        fibers.each { |f| 10.times { f.resume } }
+        r = Ractor.new { 1_000.times.map { "r" * 200 }.size }
+        at_exit { 10_000.times { "x" * 100 } }
+        100.times { ObjectSpace.define_finalizer(Object.new, proc { "y" * 1000 }) }
+        threads.each(&:join)
+        puts r.take
+      RUBY
+      expect(r.stdout).to eq("1000\n")
+      expect(rows).not_to be_empty
+    end
+  end
+end
