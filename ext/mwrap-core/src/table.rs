@@ -33,8 +33,6 @@ struct Counters {
     freed_bytes: u64,
     age_total: u64,
     max_lifespan: u64,
-    live_count: u64,
-    live_bytes: u64,
     /// Head of the intrusive list of live allocations.
     head: LiveList,
 }
@@ -252,8 +250,6 @@ impl SiteTable {
         c.head.0 = hdr;
         c.total += size;
         c.allocations += 1;
-        c.live_count += 1;
-        c.live_bytes += size;
     }
 
     /// Counts the free of a block and unlinks it. Blocks that are untracked,
@@ -274,8 +270,6 @@ impl SiteTable {
         let lifespan = (generation as u32).wrapping_sub((*hdr).birth) as u64;
         c.frees += 1;
         c.freed_bytes += size;
-        c.live_count -= 1;
-        c.live_bytes -= size;
         c.age_total += lifespan;
         if lifespan > c.max_lifespan {
             c.max_lifespan = lifespan;
@@ -298,8 +292,10 @@ impl SiteTable {
             freed_bytes: c.freed_bytes,
             age_total: c.age_total,
             max_lifespan: c.max_lifespan,
-            live_count: c.live_count,
-            live_bytes: c.live_bytes,
+            // Every tracked block is either freed or live: a reset zeroes
+            // the counters and orphans the live ones together.
+            live_count: c.allocations - c.frees,
+            live_bytes: c.total - c.freed_bytes,
         })
     }
 
@@ -319,7 +315,7 @@ impl SiteTable {
             return false;
         }
         let c = site.counters().lock();
-        out.reserve(c.live_count as usize);
+        out.reserve((c.allocations - c.frees) as usize);
         let mut cur = c.head.0;
         while !cur.is_null() {
             // SAFETY: linked headers stay valid while we hold the site lock.
