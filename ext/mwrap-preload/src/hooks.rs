@@ -180,7 +180,9 @@ pub unsafe fn free(user: *mut c_void) {
         return;
     }
     let hdr = LiveAllocation::from_user(user.cast());
-    tracker::release(hdr);
+    if !tracker::release(hdr) {
+        return;
+    }
     if let Some(real) = real::get() {
         (real.free)(LiveAllocation::raw_block(hdr).cast());
     }
@@ -216,7 +218,14 @@ pub unsafe fn realloc(user: *mut c_void, size: usize, caller: usize) -> *mut c_v
     let offset = (*hdr).user_offset();
     let old_size = (*hdr).size();
     // The header moves with the block, so it must leave its site's list first.
-    tracker::release(hdr);
+    if !tracker::release(hdr) {
+        // Inside a fork handler: copy into a new block, keep the old one.
+        let new = allocate(size, false, caller);
+        if !new.is_null() {
+            core::ptr::copy_nonoverlapping(user as *const u8, new as *mut u8, old_size.min(size));
+        }
+        return new;
+    }
     let raw = (real.realloc)(LiveAllocation::raw_block(hdr).cast(), size + offset);
     if raw.is_null() {
         // The old block is intact: track it again, as a new allocation here.

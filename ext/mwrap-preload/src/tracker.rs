@@ -65,13 +65,21 @@ pub unsafe fn charge(hdr: *mut LiveAllocation, caller: usize) {
     });
 }
 
-/// Counts the free of a block (if it is tracked) and unlinks it.
+/// Counts the free of a block (if it is tracked) and unlinks it. Returns
+/// false when the block must stay allocated: a tracked block freed by the
+/// forking thread inside another fork handler, while this thread holds the
+/// table's locks (leaking it is the only safe choice).
 ///
 /// # Safety
 /// `hdr` is the header of a live block handed out by the preload.
 #[inline]
-pub unsafe fn release(hdr: *mut LiveAllocation) {
+#[must_use]
+pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
+    if fork::must_not_touch_tables() && (*hdr).site() != mwrap_core::abi::UNTRACKED_SITE {
+        return false;
+    }
     TABLE.record_free(hdr, current_generation());
+    true
 }
 
 #[inline]
