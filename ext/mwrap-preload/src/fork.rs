@@ -18,7 +18,15 @@ static HOLDING: AtomicBool = AtomicBool::new(false);
 /// load on every other path.
 #[inline]
 pub fn must_not_touch_tables() -> bool {
-    HOLDING.load(Ordering::Relaxed) && thread_state::with(|ts| ts.busy.get()).unwrap_or(true)
+    HOLDING.load(Ordering::Relaxed) && this_thread_is_busy()
+}
+
+// Out of line so the compiler does not hoist the TLS lookup above the
+// check of HOLDING onto every free.
+#[cold]
+#[inline(never)]
+fn this_thread_is_busy() -> bool {
+    thread_state::with(|ts| ts.busy.get()).unwrap_or(true)
 }
 
 extern "C" fn prepare() {

@@ -15,7 +15,6 @@ pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 pub type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
 pub type FreeFn = unsafe extern "C" fn(*mut c_void);
 pub type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c_int;
-pub type UsableSizeFn = unsafe extern "C" fn(*mut c_void) -> usize;
 
 /// The real allocator's entry points.
 #[derive(Clone, Copy)]
@@ -25,7 +24,6 @@ pub struct RealAllocator {
     pub realloc: ReallocFn,
     pub free: FreeFn,
     pub posix_memalign: PosixMemalignFn,
-    pub usable_size: Option<UsableSizeFn>,
 }
 
 const UNRESOLVED: u8 = 0;
@@ -75,10 +73,6 @@ fn resolve_slow() -> Option<&'static RealAllocator> {
             posix_memalign: core::mem::transmute::<*mut c_void, PosixMemalignFn>(next(
                 c"posix_memalign".as_ptr(),
             )),
-            usable_size: {
-                let p = libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr());
-                (!p.is_null()).then(|| core::mem::transmute::<*mut c_void, UsableSizeFn>(p))
-            },
         };
         *REAL.0.get() = Some(real);
     }
