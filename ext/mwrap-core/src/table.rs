@@ -48,21 +48,60 @@ impl Default for LiveList {
 // SAFETY: the list is only walked or changed under the site's mutex.
 unsafe impl Send for LiveList {}
 
-/// One location's counters and live allocations.
-pub struct Site {
+/// Shards per site. Each thread charges its own shard of a site, so native
+/// threads allocating from one call site do not fight over one lock.
+pub const SHARDS: usize = 8;
+/// A block's shard is kept in the top bits of its header's site word.
+const SHARD_SHIFT: u32 = 29;
+const SITE_ID_MASK: u32 = (1 << SHARD_SHIFT) - 1;
+
+/// Part of one location's counters and live allocations, behind its own
+/// lock, on a cache line of its own.
+#[repr(align(64))]
+struct Shard {
     counters: ForkSafeMutex<Counters>,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            counters: ForkSafeMutex::new(Counters::default()),
+        }
+    }
+}
+
+/// One location. Shard 0 is inline (all a single-threaded program uses);
+/// the others are allocated the first time another thread charges the site.
+pub struct Site {
+    primary: Shard,
+    /// `SHARDS - 1` shards, or null.
+    others: AtomicPtr<Shard>,
 }
 
 impl Site {
     fn new() -> Self {
         Site {
-            counters: ForkSafeMutex::new(Counters::default()),
+            primary: Shard::new(),
+            others: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
     #[inline]
-    fn counters(&self) -> &ForkSafeMutex<Counters> {
-        &self.counters
+    fn shard(&self, index: usize) -> Option<&ForkSafeMutex<Counters>> {
+        if index == 0 {
+            return Some(&self.primary.counters);
+        }
+        let others = self.others.load(Ordering::Acquire);
+        if others.is_null() || index >= SHARDS {
+            return None;
+        }
+        // SAFETY: `others` holds SHARDS - 1 shards, published built, never freed.
+        Some(unsafe { &(*others.add(index - 1)).counters })
+    }
+
+    /// Every shard allocated so far.
+    fn shards(&self) -> impl Iterator<Item = &ForkSafeMutex<Counters>> {
+        (0..SHARDS).map_while(move |i| self.shard(i))
     }
 }
 
@@ -221,6 +260,21 @@ impl SiteTable {
         }
     }
 
+    /// Shard `index` of `site`, allocating the site's other shards on first
+    /// use. Allocation happens under the interner lock, which
+    /// [`SiteTable::hold_for_fork`] takes first, so no shard can appear
+    /// (unlocked) while the table is held for a fork.
+    #[cold]
+    fn grow_shards<'s>(&self, site: &'s Site, index: usize) -> Option<&'s ForkSafeMutex<Counters>> {
+        let _guard = self.interner().lock();
+        if site.others.load(Ordering::Acquire).is_null() {
+            let others: Box<[Shard]> = (1..SHARDS).map(|_| Shard::new()).collect();
+            site.others
+                .store(Box::into_raw(others) as *mut Shard, Ordering::Release);
+        }
+        site.shard(index)
+    }
+
     /// Calls `f` with the key of `id` (under the interner lock: keep it short
     /// and never call into foreign code from `f`).
     pub fn with_key<R>(&self, id: u32, f: impl FnOnce(&SiteKey) -> R) -> Option<R> {
@@ -231,17 +285,30 @@ impl SiteTable {
         guard.keys.get(id as usize).map(f)
     }
 
-    /// Charges a new block to `id` and links it into the site's live list.
+    /// Charges a new block to `id` and links it into the live list of the
+    /// site's shard `shard` (any number; taken modulo [`SHARDS`]).
     ///
     /// # Safety
     /// `hdr` is a header made by [`LiveAllocation::init`], not linked anywhere.
     #[inline]
-    pub unsafe fn record_alloc(&self, id: u32, hdr: *mut LiveAllocation, generation: u64) {
+    pub unsafe fn record_alloc(
+        &self,
+        id: u32,
+        shard: usize,
+        hdr: *mut LiveAllocation,
+        generation: u64,
+    ) {
         let Some(site) = self.site(id) else { return };
+        let shard = shard % SHARDS;
+        let Some(counters) = site.shard(shard).or_else(|| self.grow_shards(site, shard)) else {
+            return;
+        };
         let size = (*hdr).size() as u64;
         (*hdr).birth = generation as u32;
-        let mut c = site.counters().lock();
-        (*hdr).site.store(id, Ordering::Relaxed);
+        let mut c = counters.lock();
+        (*hdr)
+            .site
+            .store(id | ((shard as u32) << SHARD_SHIFT), Ordering::Relaxed);
         (*hdr).prev = ptr::null_mut();
         (*hdr).next = c.head.0;
         if !c.head.0.is_null() {
@@ -259,10 +326,15 @@ impl SiteTable {
     /// `hdr` is the header of a live block handed out by the preload.
     #[inline]
     pub unsafe fn record_free(&self, hdr: *mut LiveAllocation, generation: u64) {
-        let id = (*hdr).site.load(Ordering::Relaxed);
-        let Some(site) = self.site(id) else { return };
-        let mut c = site.counters().lock();
-        if (*hdr).site.load(Ordering::Relaxed) != id {
+        let word = (*hdr).site.load(Ordering::Relaxed);
+        let Some(site) = self.site(word & SITE_ID_MASK) else {
+            return;
+        };
+        let Some(counters) = site.shard((word >> SHARD_SHIFT) as usize) else {
+            return;
+        };
+        let mut c = counters.lock();
+        if (*hdr).site.load(Ordering::Relaxed) != word {
             return; // orphaned by a reset while we waited
         }
         unlink(&mut c, hdr);
@@ -276,27 +348,30 @@ impl SiteTable {
         }
     }
 
-    /// A copy of one location's counters.
+    /// A copy of one location's counters, summed over its shards.
     pub fn snapshot(&self, id: u32) -> Option<SiteSnapshot> {
         let site = self.site(id)?;
         if id > self.site_count() {
             return None;
         }
-        let c = site.counters().lock();
-        Some(SiteSnapshot {
+        let mut snap = SiteSnapshot {
             id,
-            _reserved: 0,
-            total: c.total,
-            allocations: c.allocations,
-            frees: c.frees,
-            freed_bytes: c.freed_bytes,
-            age_total: c.age_total,
-            max_lifespan: c.max_lifespan,
-            // Every tracked block is either freed or live: a reset zeroes
-            // the counters and orphans the live ones together.
-            live_count: c.allocations - c.frees,
-            live_bytes: c.total - c.freed_bytes,
-        })
+            ..Default::default()
+        };
+        for shard in site.shards() {
+            let c = shard.lock();
+            snap.total += c.total;
+            snap.allocations += c.allocations;
+            snap.frees += c.frees;
+            snap.freed_bytes += c.freed_bytes;
+            snap.age_total += c.age_total;
+            snap.max_lifespan = snap.max_lifespan.max(c.max_lifespan);
+        }
+        // Every tracked block is either freed or live: a reset zeroes the
+        // counters and orphans the live ones together.
+        snap.live_count = snap.allocations - snap.frees;
+        snap.live_bytes = snap.total - snap.freed_bytes;
+        Some(snap)
     }
 
     /// Appends a copy of the live allocations of `id` to `out`; false if unknown.
@@ -314,18 +389,20 @@ impl SiteTable {
         if id > self.site_count() {
             return false;
         }
-        let c = site.counters().lock();
-        out.reserve((c.allocations - c.frees) as usize);
-        let mut cur = c.head.0;
-        while !cur.is_null() {
-            // SAFETY: linked headers stay valid while we hold the site lock.
-            let h = unsafe { &*cur };
-            let age = (current_generation as u32).wrapping_sub(h.birth) as u64;
-            out.push(LiveAllocationInfo {
-                size: h.size() as u64,
-                generation: current_generation.wrapping_sub(age),
-            });
-            cur = h.next;
+        for shard in site.shards() {
+            let c = shard.lock();
+            out.reserve((c.allocations - c.frees) as usize);
+            let mut cur = c.head.0;
+            while !cur.is_null() {
+                // SAFETY: linked headers stay valid while we hold the shard's lock.
+                let h = unsafe { &*cur };
+                let age = (current_generation as u32).wrapping_sub(h.birth) as u64;
+                out.push(LiveAllocationInfo {
+                    size: h.size() as u64,
+                    generation: current_generation.wrapping_sub(age),
+                });
+                cur = h.next;
+            }
         }
         true
     }
@@ -335,19 +412,21 @@ impl SiteTable {
     pub fn reset(&self) {
         for id in 1..=self.site_count() {
             let Some(site) = self.site(id) else { continue };
-            let mut c = site.counters().lock();
-            let mut cur = c.head.0;
-            while !cur.is_null() {
-                // SAFETY: as in `live`.
-                unsafe {
-                    (*cur).site.store(UNTRACKED_SITE, Ordering::Relaxed);
-                    let next = (*cur).next;
-                    (*cur).prev = ptr::null_mut();
-                    (*cur).next = ptr::null_mut();
-                    cur = next;
+            for shard in site.shards() {
+                let mut c = shard.lock();
+                let mut cur = c.head.0;
+                while !cur.is_null() {
+                    // SAFETY: as in `live`.
+                    unsafe {
+                        (*cur).site.store(UNTRACKED_SITE, Ordering::Relaxed);
+                        let next = (*cur).next;
+                        (*cur).prev = ptr::null_mut();
+                        (*cur).next = ptr::null_mut();
+                        cur = next;
+                    }
                 }
+                *c = Counters::default();
             }
-            *c = Counters::default();
         }
     }
 
@@ -359,7 +438,7 @@ impl SiteTable {
         self.interner().hold_for_fork();
         for id in 1..=self.site_count() {
             if let Some(site) = self.site(id) {
-                site.counters().hold_for_fork();
+                site.shards().for_each(|shard| shard.hold_for_fork());
             }
         }
     }
@@ -368,7 +447,8 @@ impl SiteTable {
         for id in 1..=self.site_count() {
             if let Some(site) = self.site(id) {
                 // SAFETY: taken by hold_for_fork on this thread.
-                unsafe { site.counters().release_in_parent() };
+                site.shards()
+                    .for_each(|shard| unsafe { shard.release_in_parent() });
             }
         }
         unsafe { self.interner().release_in_parent() };
@@ -380,7 +460,8 @@ impl SiteTable {
         for id in 1..=self.site_count() {
             if let Some(site) = self.site(id) {
                 // SAFETY: fork child, locks taken by hold_for_fork.
-                unsafe { site.counters().release_in_child() };
+                site.shards()
+                    .for_each(|shard| unsafe { shard.release_in_child() });
             }
         }
         unsafe { self.interner().release_in_child() };
@@ -464,9 +545,9 @@ mod tests {
         let h2 = blocks.header(50);
         let h3 = blocks.header(7);
         unsafe {
-            t.record_alloc(id, h1, 10);
-            t.record_alloc(id, h2, 11);
-            t.record_alloc(id, h3, 12);
+            t.record_alloc(id, 0, h1, 10);
+            t.record_alloc(id, 0, h2, 11);
+            t.record_alloc(id, 0, h3, 12);
             t.record_free(h2, 15); // lifespan 4
             t.record_free(h1, 11); // lifespan 1
         }
@@ -504,7 +585,7 @@ mod tests {
         let id = t.intern(ruby("l.rb", 1));
         let hs: Vec<_> = (1..=5).map(|n| blocks.header(n)).collect();
         for &h in &hs {
-            unsafe { t.record_alloc(id, h, 0) };
+            unsafe { t.record_alloc(id, 0, h, 0) };
         }
         // list order is newest first: 5 4 3 2 1
         for &i in &[2usize, 4, 0] {
@@ -524,8 +605,8 @@ mod tests {
         let h1 = blocks.header(10);
         let h2 = blocks.header(20);
         unsafe {
-            t.record_alloc(id, h1, 0);
-            t.record_alloc(id, h2, 0);
+            t.record_alloc(id, 0, h1, 0);
+            t.record_alloc(id, 0, h2, 0);
         }
         t.reset();
         assert_eq!(
@@ -541,7 +622,7 @@ mod tests {
         assert_eq!((s.allocations, s.frees, s.live_count), (0, 0, 0));
         // the location is still known and counts again
         let h3 = blocks.header(5);
-        unsafe { t.record_alloc(t.intern(ruby("r.rb", 9)), h3, 0) };
+        unsafe { t.record_alloc(t.intern(ruby("r.rb", 9)), 0, h3, 0) };
         assert_eq!(t.snapshot(id).unwrap().total, 5);
         let _ = h2;
     }
@@ -593,8 +674,8 @@ mod tests {
                         let h = blocks.header(i % 13);
                         let g = blocks.header(1);
                         unsafe {
-                            t.record_alloc(id, h, 0);
-                            t.record_alloc(shared, g, 0);
+                            t.record_alloc(id, n, h, 0);
+                            t.record_alloc(shared, n, g, 0);
                         }
                         held.push(h);
                         unsafe { t.record_free(g, 1) };
@@ -617,6 +698,39 @@ mod tests {
             assert_eq!(live.iter().map(|l| l.size).sum::<u64>(), s.live_bytes);
             assert_eq!(s.total - s.freed_bytes, s.live_bytes);
         }
+    }
+
+    #[test]
+    fn shards_are_summed_and_freed_from_any_thread() {
+        let t = SiteTable::new();
+        let mut blocks = Blocks::new();
+        let id = t.intern(ruby("s.rb", 1));
+        let hs: Vec<_> = (0..SHARDS * 2).map(|n| blocks.header(n + 1)).collect();
+        for (i, &h) in hs.iter().enumerate() {
+            unsafe { t.record_alloc(id, i, h, 0) };
+        }
+        let total: u64 = (1..=SHARDS as u64 * 2).sum();
+        let s = t.snapshot(id).unwrap();
+        assert_eq!(
+            (s.total, s.allocations, s.live_count),
+            (total, SHARDS as u64 * 2, SHARDS as u64 * 2)
+        );
+        let mut live = Vec::new();
+        t.live(id, 0, &mut live);
+        assert_eq!(live.len(), SHARDS * 2);
+        // frees find each block's own shard
+        for &h in hs.iter().step_by(2) {
+            unsafe { t.record_free(h, 3) };
+        }
+        let s = t.snapshot(id).unwrap();
+        assert_eq!(s.frees, SHARDS as u64);
+        assert_eq!(s.max_lifespan, 3);
+        t.reset();
+        let s = t.snapshot(id).unwrap();
+        assert_eq!((s.allocations, s.live_count), (0, 0));
+        t.hold_for_fork();
+        t.release_after_fork_in_child();
+        assert_eq!(t.snapshot(id).unwrap().total, 0);
     }
 
     #[test]

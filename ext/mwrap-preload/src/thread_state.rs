@@ -4,6 +4,7 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 const RUBY_CACHE_SLOTS: usize = 128;
 const NATIVE_CACHE_SLOTS: usize = 256;
@@ -31,6 +32,8 @@ pub struct ThreadState {
     pub busy: Cell<bool>,
     /// Depth of `Mwrap.quiet` on this thread.
     pub quiet: Cell<u32>,
+    /// 1 + this thread's shard of every site (0: not assigned yet).
+    shard: Cell<u8>,
     /// This thread's `&ruby_current_ec` (a TLS variable of libruby), once
     /// looked up.
     pub ruby_ec_slot: Cell<*const *const c_void>,
@@ -43,6 +46,7 @@ impl ThreadState {
         ThreadState {
             busy: Cell::new(false),
             quiet: Cell::new(0),
+            shard: Cell::new(0),
             ruby_ec_slot: Cell::new(core::ptr::null()),
             ruby_cache: UnsafeCell::new(
                 [RubyCacheEntry {
@@ -65,6 +69,21 @@ impl ThreadState {
         let h = (key.0 as u64 ^ (key.1 as u64).rotate_left(29) ^ (key.2 as u64).rotate_left(47))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (h >> 57) as usize & (RUBY_CACHE_SLOTS - 1)
+    }
+
+    /// This thread's shard of every site: threads take shards in turn, so
+    /// two threads allocating from one place lock different mutexes.
+    #[inline]
+    pub fn shard(&self) -> usize {
+        match self.shard.get() {
+            0 => {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                let n = NEXT.fetch_add(1, Ordering::Relaxed) % mwrap_core::table::SHARDS;
+                self.shard.set(n as u8 + 1);
+                n
+            }
+            n => n as usize - 1,
+        }
     }
 
     #[inline]

@@ -61,7 +61,7 @@ pub unsafe fn charge(hdr: *mut LiveAllocation, caller: usize) {
             start();
         }
         let (site, generation) = locate(ts, caller);
-        TABLE.record_alloc(site, hdr, generation);
+        TABLE.record_alloc(site, ts.shard(), hdr, generation);
     });
 }
 
