@@ -1,0 +1,30 @@
+# frozen_string_literal: true
+
+require "rbconfig"
+require_relative "build_env"
+
+# The overhead benchmark (bench/run.rb). It measures and prints ratios
+# against plain Ruby; it never fails on a number, only when something
+# does not run. Options are environment variables, listed in bench/run.rb
+# (REPS, WORKLOADS, HEAPTRACK, CALLGRIND, MWRAP_BENCH_OTHER, BENCH_JSON …).
+module MwrapBench
+  module_function
+
+  def run(env)
+    # A given MWRAP_BENCH_PRELOAD is benchmarked as is; otherwise build ours.
+    Rake::Task[:compile].invoke unless ENV["MWRAP_BENCH_PRELOAD"]
+    MwrapBuild.sh_env(env, RbConfig.ruby, File.join(MwrapBuild::ROOT, "bench", "run.rb"))
+  end
+end
+
+desc "Benchmark mwrap's overhead: wall time, peak RSS, instructions (see README, Benchmarks)"
+task :bench do
+  MwrapBench.run({})
+end
+
+namespace :bench do
+  desc "The benchmark at 1/10 size, 1 repetition, no heaptrack or callgrind unless asked (CALLGRIND=1)"
+  task :quick do
+    MwrapBench.run("QUICK" => "1")
+  end
+end
