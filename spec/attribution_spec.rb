@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "spec_helper"
+require "support/spawn_options"
 require "tmpdir"
 
 # Exact numbers for allocations made by Ruby code under the real preload.
@@ -62,7 +63,9 @@ RSpec.describe "attribution of Ruby allocations" do
     total, allocations, frees = rows.fetch(malloc_line)
     expect(total).to be >= 102_400_000
     expect(total).to be < 102_400_000 + 64 * 1024
-    expect(allocations).to be_between(100_000, 100_010)
+    # Under `rake spec:gc_stress` mwrap is loaded first and the heap grows
+    # differently: a few more heap page headers may land on this line.
+    expect(allocations).to be_between(100_000, MwrapSpawnOptions.gc_stress? ? 100_030 : 100_010)
     expect(frees).to eq(50_000)
     # Freeing allocates nothing worth a location of its own.
     expect(rows.fetch(free_line, [0]).first).to be < 64 * 1024

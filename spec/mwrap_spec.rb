@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "spec_helper"
+require "support/spawn_options"
 require "stringio"
 require "tempfile"
 
@@ -279,7 +280,12 @@ RSpec.describe Mwrap do
         Mwrap.clear
         p Mwrap.each(10_000).to_a
       RUBY
-      expect(r.stdout).to eq("[]\n")
+      if MwrapSpawnOptions.gc_stress?
+        # The GCs GC.stress forces allocate for themselves (native locations).
+        expect(eval(r.stdout).reject { |loc, *| loc.include?("[0x") }).to eq([]) # rubocop:disable Security/Eval
+      else
+        expect(r.stdout).to eq("[]\n")
+      end
     end
   end
 end

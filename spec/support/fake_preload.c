@@ -4,7 +4,7 @@
  * It exports mwrap_preload_api and nothing else; it hooks no allocator.
  *
  * FAKE_MWRAP_ABI_VERSION / FAKE_MWRAP_STRUCT_SIZE override the header to
- * simulate a stale preload. At exit it reports on stderr how the extension
+ * simulate a stale preload; FAKE_MWRAP_NO_HEAP reports no heap page. At exit it reports on stderr how the extension
  * used it (quiet depth balance, calls made outside a quiet section, ...).
  */
 #include <stdbool.h>
@@ -20,9 +20,17 @@ struct site_snapshot {
 		max_lifespan, live_count, live_bytes;
 };
 struct live_info { uint64_t size, generation; };
+struct heap_page_info { uint64_t address, generation; };
+struct span_stats { uint64_t count, min, max; double mean, stddev; };
+struct heap_page_stats {
+	uint64_t live_pages;
+	struct span_stats lifespan, deathspan;
+	uint64_t resurrects;
+};
 
 typedef void (*snapshot_sink)(void *, const struct site_snapshot *, size_t);
 typedef void (*live_sink)(void *, const struct live_info *, size_t);
+typedef void (*heap_page_sink)(void *, const struct heap_page_info *, size_t);
 typedef void (*bytes_sink)(void *, const uint8_t *, size_t);
 
 struct preload_api {
@@ -39,17 +47,22 @@ struct preload_api {
 	uint32_t (*quiet_exit)(void);
 	uint64_t (*current_generation)(void);
 	void (*attach_ruby)(void);
+	/* ABI 2 */
+	void (*heap_pages)(heap_page_sink, void *);
+	void (*heap_stats)(struct heap_page_stats *);
+	uint64_t (*heap_page_size)(void);
 };
 
 #define NSITES 7
 static struct site_snapshot sites[NSITES] = {
-	{ .id = 1, .total = 300, .allocations = 3, .frees = 1, .age_total = 5, .max_lifespan = 4 },
-	{ .id = 2, .total = 1000, .allocations = 1 },
+	{ .id = 1, .total = 300, .allocations = 3, .frees = 1, .age_total = 5, .max_lifespan = 4,
+	  .freed_bytes = 101, .live_count = 2, .live_bytes = 199 },
+	{ .id = 2, .total = 1000, .allocations = 1, .live_count = 1, .live_bytes = 1000 },
 	{ .id = 3, .total = 50, .allocations = 5, .frees = 5, .age_total = 10, .max_lifespan = 3 },
 	{ .id = 4, .total = 300, .allocations = 2, .frees = 2, .age_total = 2, .max_lifespan = 1 },
 	{ .id = 5, .total = 77, .allocations = 7 }, /* name unknown */
 	{ .id = 6, .total = 0 },
-	{ .id = 7, .total = 5, .allocations = 1 },
+	{ .id = 7, .total = 5, .allocations = 1, .live_count = 1, .live_bytes = 5 },
 };
 static const char *names[NSITES] = {
 	"/app/a.rb:10",
@@ -105,12 +118,52 @@ static uint32_t site_lookup(const uint8_t *name, size_t len)
 	return 0;
 }
 
+/* Site 1 (/app/a.rb:10) has two live allocations, sent in two batches. */
+static const struct live_info live_a[] = { { 100, 7 }, { 99, 8 } };
+
 static bool site_live(uint32_t id, live_sink sink, void *ctx)
 {
+	check_quiet();
 	if (id == 0 || id > NSITES) return false;
-	sink(ctx, NULL, 0);
+	if (id == 1) {
+		sink(ctx, live_a, 1);
+		sink(ctx, live_a + 1, 1);
+	} else {
+		sink(ctx, NULL, 0);
+	}
 	return true;
 }
+
+/* Three pages, sent out of address order; FAKE_MWRAP_NO_HEAP empties them. */
+static const struct heap_page_info pages[] = {
+	{ 0x7f0000030000, 5 }, { 0x7f0000010000, 1 }, { 0x7f0000020000, 3 },
+};
+
+static void heap_pages(heap_page_sink sink, void *ctx)
+{
+	check_quiet();
+	if (getenv("FAKE_MWRAP_NO_HEAP")) {
+		sink(ctx, NULL, 0);
+		return;
+	}
+	sink(ctx, pages, 2);
+	sink(ctx, pages + 2, 1);
+}
+
+static void heap_stats(struct heap_page_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->lifespan.mean = out->lifespan.stddev = 0.0 / 0.0;
+	out->deathspan.mean = out->deathspan.stddev = 0.0 / 0.0;
+	if (getenv("FAKE_MWRAP_NO_HEAP"))
+		return;
+	out->live_pages = 3;
+	out->lifespan = (struct span_stats){ .count = 4, .min = 2, .max = 9, .mean = 5.5, .stddev = 2.5 };
+	out->deathspan = (struct span_stats){ .count = 1, .min = 6, .max = 6, .mean = 6.0, .stddev = 0.0 };
+	out->resurrects = 1;
+}
+
+static uint64_t heap_page_size(void) { return 65536; }
 
 static void reset(void)
 {
@@ -156,6 +209,9 @@ static struct preload_api api = {
 	.quiet_exit = quiet_exit,
 	.current_generation = current_generation,
 	.attach_ruby = attach_ruby,
+	.heap_pages = heap_pages,
+	.heap_stats = heap_stats,
+	.heap_page_size = heap_page_size,
 };
 
 const struct preload_api *mwrap_preload_api(void)

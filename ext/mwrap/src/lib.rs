@@ -1,11 +1,20 @@
 //! The `mwrap_ext` Ruby extension: reads the tables kept by the preload
 //! library (`libmwrap_preload.so`) and exposes them as module `Mwrap`.
 //! It links no preload code; see [`preload`] for how the API is found.
+//!
+//! One file per Ruby class or module: `mwrap_module` (`Mwrap`'s functions),
+//! `source_location` (`Mwrap[]` and `Mwrap::SourceLocation`), `quiet`
+//! (`Mwrap.quiet`), `heap_page_body` (`Mwrap::HeapPageBody`); `args` holds
+//! the argument checks and exception lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
 
+mod args;
+mod heap_page_body;
 mod mwrap_module;
 mod preload;
+mod quiet;
+mod source_location;
 
 #[magnus::init(name = "mwrap_ext")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
@@ -20,5 +29,8 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
         preload.attach_ruby();
     }
     mwrap_module::init(ruby)?;
+    quiet::init(ruby)?;
+    source_location::init(ruby)?;
+    heap_page_body::init(ruby)?;
     Ok(())
 }

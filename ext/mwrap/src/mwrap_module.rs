@@ -1,18 +1,20 @@
 //! Module functions of `Mwrap`: the 2.x API (`dump`, `each`, `clear`,
-//! `reset`, totals) plus `preloaded?`, `current_generation` and
-//! `abi_version`.
+//! `reset`, totals) plus `preloaded?`, `current_generation`,
+//! `abi_version` and `live_snapshot`. `Mwrap[]` lives with
+//! [`crate::source_location`], `Mwrap.quiet` in [`crate::quiet`].
 //!
 //! Every function copies what it needs out of the preload first (see
 //! [`crate::preload`]) and only then builds Ruby objects, yields or calls
 //! `io.write`: nothing is held while Ruby code runs.
 
 use magnus::{
-    function, method, prelude::*, rb_sys::FromRawValue, scan_args::scan_args, Error, Integer,
-    RBignum, RString, Ruby, Value,
+    function, method, prelude::*, rb_sys::FromRawValue, scan_args::scan_args, Error, RHash,
+    RString, Ruby, Value,
 };
 use mwrap_core::abi::ABI_VERSION;
 use mwrap_core::format::{dump_line, ByteWriter};
 
+use crate::args::{byte_count, class_name};
 use crate::preload::{self, Site};
 
 /// `io.write` is called once this much output is buffered.
@@ -32,6 +34,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     module.define_module_function("reset", function!(reset, 0))?;
     module.define_module_function("current_generation", function!(current_generation, 0))?;
     module.define_module_function("abi_version", function!(abi_version, 0))?;
+    module.define_module_function("live_snapshot", function!(live_snapshot, -1))?;
     Ok(())
 }
 
@@ -52,10 +55,14 @@ fn dump(ruby: &Ruby, args: &[Value]) -> Result<(), Error> {
     if !io.is_kind_of(ruby.class_io()) {
         return Err(Error::new(
             ruby.exception_type_error(),
-            format!("wrong argument type {} (expected IO)", class_name(io)),
+            format!(
+                "wrong argument type {} (expected IO): {}",
+                class_name(io),
+                io.inspect()
+            ),
         ));
     }
-    let min = parse_min(ruby, min)?;
+    let min = byte_count(ruby, "min", min)?;
     let Some(preload) = preload::get() else {
         return Ok(());
     };
@@ -90,7 +97,7 @@ fn write_io(ruby: &Ruby, io: Value, bytes: &[u8]) -> Result<(), Error> {
 fn each(ruby: &Ruby, rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     let parsed = scan_args::<(), (Option<Value>,), (), (), (), ()>(args)?;
     let (min,) = parsed.optional;
-    let min = parse_min(ruby, min)?;
+    let min = byte_count(ruby, "min", min)?;
     if !ruby.block_given() {
         return Ok(rb_self.enumeratorize("each", args).as_value());
     }
@@ -109,6 +116,31 @@ fn each(ruby: &Ruby, rb_self: Value, args: &[Value]) -> Result<Value, Error> {
         ))?;
     }
     Ok(ruby.qnil().as_value())
+}
+
+/// `Mwrap.live_snapshot(min_live_bytes = 0)`: `{ location => [live_bytes,
+/// live_count, allocations, frees, total] }` for every location holding
+/// more than `min_live_bytes` live bytes, from one snapshot of the table.
+/// Keys are frozen, interned location strings; `{}` without the preload.
+fn live_snapshot(ruby: &Ruby, args: &[Value]) -> Result<RHash, Error> {
+    let parsed = scan_args::<(), (Option<Value>,), (), (), (), ()>(args)?;
+    let (min,) = parsed.optional;
+    let min = byte_count(ruby, "min_live_bytes", min)?;
+    let hash = ruby.hash_new();
+    let Some(preload) = preload::get() else {
+        return Ok(hash);
+    };
+    // live_bytes <= total, so the preload's `total > min` filter loses nothing.
+    for Site { snapshot, name } in preload.sites_where(min, |s| s.live_bytes > min) {
+        let row = ruby.ary_new_capa(5);
+        row.push(snapshot.live_bytes)?;
+        row.push(snapshot.live_count)?;
+        row.push(snapshot.allocations)?;
+        row.push(snapshot.frees)?;
+        row.push(snapshot.total)?;
+        hash.aset(location_string(ruby, &name), row)?;
+    }
+    Ok(hash)
 }
 
 fn total_bytes_allocated() -> u64 {
@@ -136,49 +168,12 @@ fn abi_version() -> u32 {
 
 /// A frozen, deduplicated (interned) location string: UTF-8 when the name
 /// is valid UTF-8, binary otherwise.
-fn location_string(ruby: &Ruby, name: &[u8]) -> RString {
+pub(crate) fn location_string(ruby: &Ruby, name: &[u8]) -> RString {
     let s = match std::str::from_utf8(name) {
         Ok(utf8) => ruby.str_new(utf8),
         Err(_) => ruby.str_from_slice(name),
     };
     s.to_interned_str().as_r_string()
-}
-
-/// `min` as a byte count: nil means 0; a negative Integer is an
-/// ArgumentError; anything but an Integer is a TypeError. Integers beyond
-/// u64 select nothing.
-fn parse_min(ruby: &Ruby, min: Option<Value>) -> Result<u64, Error> {
-    let Some(value) = min.filter(|v| !v.is_nil()) else {
-        return Ok(0);
-    };
-    let Some(int) = Integer::from_value(value) else {
-        return Err(Error::new(
-            ruby.exception_type_error(),
-            format!(
-                "min must be an Integer, not {} ({})",
-                value.inspect(),
-                class_name(value)
-            ),
-        ));
-    };
-    let negative = || {
-        Error::new(
-            ruby.exception_arg_error(),
-            format!("min must not be negative: {}", value.inspect()),
-        )
-    };
-    if let Ok(n) = int.to_i64() {
-        return u64::try_from(n).map_err(|_| negative());
-    }
-    match RBignum::from_value(value) {
-        Some(big) if big.is_negative() => Err(negative()),
-        Some(big) => Ok(big.to_u64().unwrap_or(u64::MAX)),
-        None => Ok(int.to_u64().unwrap_or(u64::MAX)),
-    }
-}
-
-fn class_name(value: Value) -> String {
-    value.class().inspect()
 }
 
 fn stderr() -> Value {

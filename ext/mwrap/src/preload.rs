@@ -14,7 +14,10 @@ use core::ffi::c_void;
 use std::mem::size_of;
 use std::sync::OnceLock;
 
-use mwrap_core::abi::{PreloadApi, SiteSnapshot, ABI_VERSION, PRELOAD_API_SYMBOL};
+use mwrap_core::abi::{
+    HeapPageInfo, HeapPageStats, LiveAllocationInfo, PreloadApi, SiteSnapshot, ABI_VERSION,
+    PRELOAD_API_SYMBOL, UNTRACKED_SITE,
+};
 
 /// Signature of the exported `mwrap_preload_api` function.
 type ApiGetter = unsafe extern "C" fn() -> *const PreloadApi;
@@ -93,7 +96,7 @@ pub struct Site {
 }
 
 /// Keeps the calling thread quiet (its allocations untracked) while alive.
-struct QuietGuard {
+pub struct QuietGuard {
     api: &'static PreloadApi,
 }
 
@@ -112,23 +115,22 @@ impl Drop for QuietGuard {
     }
 }
 
-unsafe extern "C" fn snapshot_sink(ctx: *mut c_void, sites: *const SiteSnapshot, n: usize) {
-    if sites.is_null() || n == 0 {
+/// Appends a batch of `T` handed over by the preload to the `Vec<T>` at `ctx`.
+///
+/// # Safety
+/// `ctx` must be a `&mut Vec<T>` and `items` must point at `n` valid `T`s
+/// (or be null with any `n`) for the duration of the call.
+unsafe extern "C" fn vec_sink<T: Copy>(ctx: *mut c_void, items: *const T, n: usize) {
+    if items.is_null() || n == 0 {
         return;
     }
-    // SAFETY: ctx is the `&mut Vec<SiteSnapshot>` passed by `sites`, and the
-    // preload hands us `n` valid snapshots for the duration of the call.
-    let out = unsafe { &mut *ctx.cast::<Vec<SiteSnapshot>>() };
-    out.extend_from_slice(unsafe { std::slice::from_raw_parts(sites, n) });
+    // SAFETY: see the function's contract.
+    let out = unsafe { &mut *ctx.cast::<Vec<T>>() };
+    out.extend_from_slice(unsafe { std::slice::from_raw_parts(items, n) });
 }
 
-unsafe extern "C" fn bytes_sink(ctx: *mut c_void, bytes: *const u8, len: usize) {
-    // SAFETY: ctx is the `&mut Vec<u8>` passed by `Preload::sites`.
-    let out = unsafe { &mut *ctx.cast::<Vec<u8>>() };
-    if !bytes.is_null() && len > 0 {
-        // SAFETY: the preload hands us `len` valid bytes for the duration of the call.
-        out.extend_from_slice(unsafe { std::slice::from_raw_parts(bytes, len) });
-    }
+fn vec_ctx<T>(v: &mut Vec<T>) -> *mut c_void {
+    (v as *mut Vec<T>).cast()
 }
 
 impl Preload {
@@ -136,29 +138,24 @@ impl Preload {
     /// sorted by total descending (then by name, for a stable order).
     /// Locations whose name the preload no longer knows are skipped.
     pub fn sites(self, min: u64) -> Vec<Site> {
+        self.sites_where(min, |_| true)
+    }
+
+    /// Like [`Preload::sites`], keeping only the snapshots `keep` accepts
+    /// (names are only fetched for those). One `snapshot_sites` call.
+    pub fn sites_where(self, min: u64, keep: impl Fn(&SiteSnapshot) -> bool) -> Vec<Site> {
         let api = self.api;
         let mut sites = {
             let _quiet = QuietGuard::enter(api);
             let mut snapshots: Vec<SiteSnapshot> = Vec::new();
             // SAFETY: the sink matches `SnapshotSink` and ctx points at `snapshots`.
-            unsafe {
-                (api.snapshot_sites)(
-                    min,
-                    snapshot_sink,
-                    (&mut snapshots as *mut Vec<SiteSnapshot>).cast(),
-                )
-            };
+            unsafe { (api.snapshot_sites)(min, vec_sink::<SiteSnapshot>, vec_ctx(&mut snapshots)) };
             let mut sites = Vec::with_capacity(snapshots.len());
             for snapshot in snapshots {
-                if snapshot.total <= min {
+                if snapshot.total <= min || !keep(&snapshot) {
                     continue;
                 }
-                let mut name = Vec::new();
-                // SAFETY: the sink matches `BytesSink` and ctx points at `name`.
-                let known = unsafe {
-                    (api.site_name)(snapshot.id, bytes_sink, (&mut name as *mut Vec<u8>).cast())
-                };
-                if known {
+                if let Some(name) = self.name_unquiet(snapshot.id) {
                     sites.push(Site { snapshot, name });
                 }
             }
@@ -171,6 +168,85 @@ impl Preload {
                 .then_with(|| a.name.cmp(&b.name))
         });
         sites
+    }
+
+    /// Enters a quiet section on this thread until the guard is dropped.
+    pub fn quiet(self) -> QuietGuard {
+        QuietGuard::enter(self.api)
+    }
+
+    /// Enters a quiet section on this thread (see `Mwrap.quiet`); the
+    /// caller must balance it with [`Preload::quiet_exit`].
+    pub fn quiet_enter(self) -> u32 {
+        // SAFETY: plain call into the validated table.
+        unsafe { (self.api.quiet_enter)() }
+    }
+
+    pub fn quiet_exit(self) -> u32 {
+        // SAFETY: plain call into the validated table.
+        unsafe { (self.api.quiet_exit)() }
+    }
+
+    /// The id of the location printed as `name`; None when never seen.
+    pub fn lookup(self, name: &[u8]) -> Option<u32> {
+        let _quiet = self.quiet();
+        // SAFETY: `name` is valid for `name.len()` bytes during the call.
+        let id = unsafe { (self.api.site_lookup)(name.as_ptr(), name.len()) };
+        (id != UNTRACKED_SITE).then_some(id)
+    }
+
+    /// The counters of location `id`; None when the preload does not know it.
+    pub fn snapshot(self, id: u32) -> Option<SiteSnapshot> {
+        let mut out = SiteSnapshot::default();
+        // SAFETY: `out` is a valid, writable SiteSnapshot.
+        let known = unsafe { (self.api.site_snapshot)(id, &mut out) };
+        known.then_some(out)
+    }
+
+    /// The printable name of location `id`.
+    pub fn name(self, id: u32) -> Option<Vec<u8>> {
+        let _quiet = self.quiet();
+        self.name_unquiet(id)
+    }
+
+    fn name_unquiet(self, id: u32) -> Option<Vec<u8>> {
+        let mut name = Vec::new();
+        // SAFETY: the sink matches `BytesSink` and ctx points at `name`.
+        let known = unsafe { (self.api.site_name)(id, vec_sink::<u8>, vec_ctx(&mut name)) };
+        known.then_some(name)
+    }
+
+    /// A copy of the allocations from location `id` that are still live.
+    pub fn live(self, id: u32) -> Option<Vec<LiveAllocationInfo>> {
+        let _quiet = self.quiet();
+        let mut live: Vec<LiveAllocationInfo> = Vec::new();
+        // SAFETY: the sink matches `LiveSink` and ctx points at `live`.
+        let known =
+            unsafe { (self.api.site_live)(id, vec_sink::<LiveAllocationInfo>, vec_ctx(&mut live)) };
+        known.then_some(live)
+    }
+
+    /// A copy of every live Ruby heap page, by address.
+    pub fn heap_pages(self) -> Vec<HeapPageInfo> {
+        let _quiet = self.quiet();
+        let mut pages: Vec<HeapPageInfo> = Vec::new();
+        // SAFETY: the sink matches `HeapPageSink` and ctx points at `pages`.
+        unsafe { (self.api.heap_pages)(vec_sink::<HeapPageInfo>, vec_ctx(&mut pages)) };
+        pages.sort_unstable_by_key(|p| p.address);
+        pages
+    }
+
+    pub fn heap_stats(self) -> HeapPageStats {
+        let _quiet = self.quiet();
+        let mut out = HeapPageStats::default();
+        // SAFETY: `out` is a valid, writable HeapPageStats.
+        unsafe { (self.api.heap_stats)(&mut out) };
+        out
+    }
+
+    pub fn heap_page_size(self) -> u64 {
+        // SAFETY: plain call into the validated table.
+        unsafe { (self.api.heap_page_size)() }
     }
 
     /// Zeroes every counter.

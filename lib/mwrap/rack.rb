@@ -1,0 +1,219 @@
+# frozen_string_literal: true
+
+require "cgi"
+require "uri"
+require "mwrap"
+
+module Mwrap
+  # A Rack application showing Mwrap's tables as HTML, for a process
+  # running under the preload. Mount it in config.ru:
+  #
+  #   require "mwrap/rack"
+  #   map("/mwrap") { run Mwrap::Rack.new }
+  #
+  # Routes (GET or HEAD):
+  #
+  # * <tt>/</tt> — links to the pages below.
+  # * <tt>/each/MIN?sort=COLUMN</tt> — every location whose total is above
+  #   MIN bytes: total, allocations, frees, mean_life, max_life, location;
+  #   sorted by COLUMN (default total; numbers largest first, locations
+  #   A–Z). Each location links to its <tt>/at/</tt> page.
+  # * <tt>/at/LOCATION</tt> — one location (percent-encoded, "/" as %2F):
+  #   its counters and its live allocations (size, generation); 404 when
+  #   Mwrap[LOCATION] is nil.
+  # * <tt>/heap_pages</tt> — Mwrap::HeapPageBody.stat, a few GC.stat
+  #   values and every live heap page.
+  #
+  # A malformed MIN or an unknown sort column is a 400 naming it; any other
+  # path is a 404. Every page is built as one String inside Mwrap.quiet (so
+  # serving it records nothing), HTML-escaped, with Cache-Control: no-cache.
+  # It depends on no Rack code and works with Rack 2 and 3.
+  class Rack
+    # Columns of /each, in order; the sort values allowed.
+    COLUMNS = %w[total allocations frees mean_life max_life location].freeze
+    # GC.stat keys shown on /heap_pages (those this Ruby knows).
+    GC_STAT_KEYS = %i[count heap_allocated_pages heap_live_slots heap_free_slots
+                      total_allocated_pages total_freed_pages].freeze
+    HTML = "text/html; charset=utf-8"
+
+    def call(env)
+      method = env["REQUEST_METHOD"]
+      unless method == "GET" || method == "HEAD"
+        return Mwrap.quiet do
+          error(405, "method #{method.inspect} is not allowed (GET or HEAD only)", "allow" => "GET, HEAD")
+        end
+      end
+      Mwrap.quiet do
+        status, headers, body = route(env)
+        [status, headers, method == "HEAD" ? [] : body]
+      end
+    end
+
+    private
+
+    def route(env)
+      path = env["PATH_INFO"].to_s
+      base = env["SCRIPT_NAME"].to_s
+      case path
+      when "", "/" then index(base)
+      when %r{\A/each/([^/]*)\z} then each_page(base, Regexp.last_match(1), env["QUERY_STRING"].to_s)
+      when %r{\A/at/(.+)\z}m then at_page(base, location_from(env, Regexp.last_match(1)))
+      when "/heap_pages" then heap_pages
+      else error(404, "not found: #{path.inspect}")
+      end
+    end
+
+    def index(base)
+      page("mwrap", <<~HTML)
+        <ul>
+        <li><a href="#{h(base)}/each/0">every location</a></li>
+        <li><a href="#{h(base)}/each/1048576">locations above 1 MiB</a></li>
+        <li><a href="#{h(base)}/heap_pages">heap pages</a></li>
+        </ul>
+        <p>preloaded: #{Mwrap.preloaded?}</p>
+      HTML
+    end
+
+    def each_page(base, min_text, query)
+      return error(400, "bad MIN #{min_text.inspect} in /each/MIN: expected a non-negative integer") unless
+        min_text.match?(/\A\d+\z/)
+
+      min = Integer(min_text, 10)
+      sort = sort_column(query)
+      return sort if sort.is_a?(Array) # a 400 response
+
+      rows = []
+      Mwrap.each(min) do |loc, total, allocations, frees, age_total, max_life|
+        mean_life = frees.zero? ? Float::INFINITY : age_total.fdiv(frees)
+        rows << [total, allocations, frees, mean_life, max_life, loc]
+      end
+      col = COLUMNS.index(sort)
+      if sort == "location"
+        rows.sort_by! { |r| r[col] }
+      else
+        rows.sort_by! { |r| [-r[col], r[5]] }
+      end
+
+      out = +"<p>#{rows.size} locations with a total above #{min} bytes; " \
+             "GC generation #{GC.count}. Click a column to sort by it.</p>\n<table>\n<tr>"
+      COLUMNS.each do |c|
+        out << (c == sort ? "<th>#{c}</th>" : %(<th><a href="#{h(base)}/each/#{min}?sort=#{c}">#{c}</a></th>))
+      end
+      out << "</tr>\n"
+      rows.each do |total, allocations, frees, mean_life, max_life, loc|
+        href = "#{base}/at/#{escape_location(loc)}"
+        out << "<tr><td>#{total}</td><td>#{allocations}</td><td>#{frees}</td>" \
+               "<td>#{format_life(mean_life)}</td><td>#{max_life}</td>" \
+               "<td><a href=\"#{h(href)}\">#{h(loc)}</a></td></tr>\n"
+      end
+      out << "</table>\n"
+      page("Mwrap.each(#{min})", out)
+    end
+
+    # The sort column from the query string, or a 400 response.
+    def sort_column(query)
+      params = URI.decode_www_form(query)
+      sort = params.reverse.find { |k, _| k == "sort" }&.last || "total"
+      return sort if COLUMNS.include?(sort)
+
+      error(400, "bad sort column #{sort.inspect}: expected one of #{COLUMNS.join(', ')}")
+    rescue ArgumentError => e
+      error(400, "bad query string #{query.inspect}: #{e.message}")
+    end
+
+    def at_page(base, location)
+      loc = Mwrap[location]
+      return error(404, "no allocation was ever made at #{location.inspect}") unless loc
+
+      live = +""
+      loc.each { |size, generation| live << "<tr><td>#{size}</td><td>#{generation}</td></tr>\n" }
+      counters = {
+        "total" => loc.total, "allocations" => loc.allocations, "frees" => loc.frees,
+        "mean_lifespan" => format_life(loc.mean_lifespan), "max_lifespan" => loc.max_lifespan,
+        "live_bytes" => loc.live_bytes, "live_count" => loc.live_count
+      }
+      page("live allocations at #{loc.name}", <<~HTML)
+        <p><a href="#{h(base)}/each/0">every location</a>; GC generation #{GC.count}</p>
+        <table>
+        #{counters.map { |k, v| "<tr><th>#{k}</th><td>#{h(v.to_s)}</td></tr>" }.join("\n")}
+        </table>
+        <h2>live allocations</h2>
+        <table>
+        <tr><th>size</th><th>generation</th></tr>
+        #{live}</table>
+      HTML
+    end
+
+    def heap_pages
+      stat = Mwrap::HeapPageBody.stat
+      gc = GC.stat
+      rows = +""
+      count = Mwrap::HeapPageBody.each do |address, generation|
+        rows << format("<tr><td>0x%x</td><td>%d</td></tr>\n", address, generation)
+      end
+      page("heap pages", <<~HTML)
+        <table>
+        <tr><th>stat</th><th>value</th></tr>
+        #{stat.map { |k, v| "<tr><td>#{h(k.to_s)}</td><td>#{h(v.to_s)}</td></tr>" }.join("\n")}
+        #{GC_STAT_KEYS.select { |k| gc.key?(k) }.map { |k| "<tr><td>GC.stat(#{h(k.inspect)})</td><td>#{gc[k]}</td></tr>" }.join("\n")}
+        </table>
+        <p>#{count} live heap pages (page size #{h(Mwrap::HeapPageBody.page_size.inspect)} bytes).
+        Finite lifespans mean pages were freed and may indicate fragmentation.</p>
+        <table>
+        <tr><th>address</th><th>generation</th></tr>
+        #{rows}</table>
+      HTML
+    end
+
+    # The location named by the /at/ path. Servers differ: WEBrick decodes
+    # PATH_INFO and squeezes "//", Puma and Rack::MockRequest leave it
+    # encoded. The raw request URI, when there is one, is used as sent.
+    def location_from(env, path_rest)
+      uri = env["REQUEST_URI"].to_s
+      raw = begin
+        URI.parse(uri).path if uri != ""
+      rescue URI::Error
+        nil
+      end
+      encoded = raw && raw[%r{/at/([^/]+)\z}, 1]
+      unescape_location(encoded || path_rest)
+    end
+
+    def escape_location(loc)
+      loc.b.gsub(/[^A-Za-z0-9_.~-]/n) { |c| format("%%%02X", c.ord) }
+    end
+
+    def unescape_location(text)
+      text.b.gsub(/%(\h\h)/n) { Regexp.last_match(1).hex.chr }.force_encoding(Encoding::UTF_8)
+    end
+
+    def format_life(value)
+      value.finite? ? format("%0.3f", value) : value.to_s
+    end
+
+    # HTML-escaped; names that are not valid UTF-8 (a binary path) are
+    # shown with U+FFFD in place of their bad bytes.
+    def h(text)
+      text = text.to_s
+      text = text.dup.force_encoding(Encoding::UTF_8).scrub unless text.encoding == Encoding::UTF_8 && text.valid_encoding?
+      CGI.escapeHTML(text)
+    end
+
+    def page(title, body, status: 200, headers: {})
+      html = +"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>#{h(title)}</title></head>\n" \
+              "<body><h1>#{h(title)}</h1>\n"
+      html << body << "</body></html>\n"
+      [status, {
+        "content-type" => HTML, "cache-control" => "no-cache",
+        "content-length" => html.bytesize.to_s
+      }.merge(headers), [html]]
+    end
+
+    def error(status, message, headers = {})
+      page("#{status} #{message}", "<p>#{h(message)}</p>\n", status: status, headers: headers)
+    end
+  end
+end
+
+# mwrap 2.x's name for the application.
+MwrapRack = Mwrap::Rack

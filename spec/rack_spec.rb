@@ -1,0 +1,250 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "support/mwrap_api"
+require "cgi"
+
+MwrapSpecHelpers.require_extension!
+$LOAD_PATH.unshift(MwrapSpecHelpers::LIB) unless $LOAD_PATH.include?(MwrapSpecHelpers::LIB)
+
+begin
+  require "rack"
+  require "rack/mock"
+  require "rack/lint"
+rescue LoadError
+  nil
+end
+require "mwrap/rack"
+
+RSpec.describe Mwrap::Rack do
+  before { skip "rack is not installed (Debian: apt-get install ruby-rack)" unless defined?(::Rack::MockRequest) }
+
+  let(:request) { ::Rack::MockRequest.new(::Rack::Lint.new(described_class.new)) }
+
+  # Cells of every <tr> of the first table holding a <th>COLUMN</th> header.
+  def cells(html)
+    html.scan(%r{<tr>(.*?)</tr>}m).map { |(row)| row.scan(%r{<t[dh]>(.*?)</t[dh]>}m).flatten }
+  end
+
+  it "is also MwrapRack, mwrap 2.x's name, and runs on the installed Rack" do
+    expect(MwrapRack).to equal(described_class)
+    expect(::Rack.release).to match(/\A[23]\./)
+  end
+
+  describe "in this process (no preload: empty tables)" do
+    it "serves an index linking every page, uncached" do
+      res = request.get("/")
+      expect(res.status).to eq(200)
+      expect(res.headers["cache-control"]).to eq("no-cache")
+      expect(res.headers["content-type"]).to eq("text/html; charset=utf-8")
+      expect(res.body).to include('href="/each/0"', 'href="/heap_pages"')
+    end
+
+    it "prefixes links with SCRIPT_NAME" do
+      res = request.get("/mwrap/each/0", "SCRIPT_NAME" => "/mwrap", "PATH_INFO" => "/each/0")
+      expect(res.status).to eq(200)
+      expect(res.body).to include('href="/mwrap/each/0?sort=allocations"')
+    end
+
+    it "lists the six columns of /each/MIN, the sorted one unlinked" do
+      res = request.get("/each/100?sort=frees")
+      expect(res.status).to eq(200)
+      expect(res.headers["cache-control"]).to eq("no-cache")
+      header = cells(res.body).first
+      expect(header.map { |c| c.gsub(/<[^>]*>/, "") }).to eq(%w[total allocations frees mean_life max_life location])
+      expect(header[2]).to eq("frees")
+      expect(header[0]).to include('href="/each/100?sort=total"')
+    end
+
+    it "answers 400 naming a bad MIN or sort column, HTML-escaped" do
+      { "/each/abc" => "&quot;abc&quot;", "/each/-1" => "&quot;-1&quot;", "/each/" => "&quot;&quot;",
+        "/each/1.5" => "&quot;1.5&quot;", "/each/0?sort=bogus" => "&quot;bogus&quot;",
+        "/each/0?sort=%3Cscript%3E" => "&quot;&lt;script&gt;&quot;",
+        "/each/%3Cb%3E" => "&quot;%3Cb%3E&quot;" }.each do |path, named|
+        res = request.get(path)
+        expect(res.status).to eq(400), path
+        expect(res.body).to include(named)
+        expect(res.body).not_to include("<script>", "<b>")
+        expect(res.headers["cache-control"]).to eq("no-cache")
+      end
+    end
+
+    it "answers 404 for unknown paths and unknown locations" do
+      %w[/nope /each /each/1/2 /at/ /heap_pages/x /at/%2Fno%2Fsuch.rb%3A1].each do |path|
+        expect(request.get(path).status).to eq(404), path
+      end
+      expect(request.get("/%3Cscript%3E").body).not_to include("<script>")
+    end
+
+    it "answers HEAD without a body and other methods with 405" do
+      head = request.request("HEAD", "/each/0")
+      expect(head.status).to eq(200)
+      expect(head.body).to eq("")
+      post = request.post("/each/0")
+      expect(post.status).to eq(405)
+      expect(post.headers["allow"]).to eq("GET, HEAD")
+    end
+
+    it "shows heap page statistics and GC.stat" do
+      res = request.get("/heap_pages")
+      expect(res.status).to eq(200)
+      MwrapApiHelpers::HEAP_STAT_KEYS.each { |k| expect(res.body).to include("<td>#{k}</td>") }
+      expect(res.body).to include("GC.stat(:heap_allocated_pages)")
+    end
+  end
+
+  context "under the real preload" do
+    before { require_preload! }
+
+    # A script file whose name needs escaping in HTML and in URLs.
+    let(:odd_name) { "a<b>&c d+e%.rb" }
+
+    it "lists, sorts and links real locations, escaped, and records nothing while serving" do
+      Dir.mktmpdir do |dir|
+        code = MwrapApiHelpers::SHOW + <<~'RUBY'
+          require "rack"
+          require "rack/mock"
+          require "rack/lint"
+          require "mwrap/rack"
+          keep = []
+          keep << ("helloworld" * 1000) # cold
+          keep << ("helloworld" * 1000) # warm
+          req = Rack::MockRequest.new(Rack::Lint.new(Mwrap::Rack.new))
+          rack_rb = $LOADED_FEATURES.find { |f| f.end_with?("/mwrap/rack.rb") }
+          Mwrap.clear
+          keep << ("helloworld" * 1000) # measured
+          show :loc, "#{__FILE__}:#{__LINE__ - 1}"
+          pages = {}
+          %w[/each/0 /each/0?sort=allocations /each/0?sort=location /each/0?sort=mean_life /heap_pages].each do |path|
+            res = req.get(path)
+            pages[path] = [res.status, res.body]
+          end
+          show :pages, pages
+          show :rack_rb, rack_rb
+          show :served_from_rack_rb, Mwrap.each.select { |loc, *| loc.start_with?(rack_rb) }.map(&:first)
+          show :heap_count, Mwrap::HeapPageBody.each {}
+          show :size, keep.size
+        RUBY
+        path, out = run_api(code, dir: dir, name: odd_name)
+        v = values(out)
+        pages = v[:pages]
+        pages.each { |p, (status, _)| expect(status).to eq(200), p }
+
+        loc = v[:loc]
+        expect(loc).to eq("#{path}:#{line_of(code, '# measured')}")
+        body = pages["/each/0"][1]
+        escaped = CGI.escapeHTML(loc)
+        expect(body).to include(">#{escaped}</a>")
+        expect(body).not_to include(odd_name)
+        href = body[%r{<a href="([^"]*)">#{Regexp.escape(escaped)}</a>}, 1]
+        expect(href).to start_with("/at/%2F")
+        expect(href).not_to match(%r{/at/.*[/<>&+ ]})
+
+        # The row for the script's warm line: one 10001-byte String since the clear.
+        row = cells(body).find { |c| c.last.include?(">#{escaped}<") }
+        expect(row.first(3)).to eq(%w[10001 1 0])
+        expect(row[3]).to eq("Infinity")
+
+        # Sorting: numbers largest first, locations A-Z.
+        column = ->(p, i) { cells(pages[p][1]).drop(1).map { |c| c[i] } }
+        totals = column.("/each/0", 0).map(&:to_i)
+        expect(totals).to eq(totals.sort.reverse)
+        allocations = column.("/each/0?sort=allocations", 1).map(&:to_i)
+        expect(allocations).to eq(allocations.sort.reverse)
+        names = column.("/each/0?sort=location", 5).map { |c| CGI.unescapeHTML(c.gsub(/<[^>]*>/, "")) }
+        expect(names).to eq(names.sort)
+        lives = column.("/each/0?sort=mean_life", 3).map { |c| c == "Infinity" ? Float::INFINITY : Float(c) }
+        expect(lives).to eq(lives.sort.reverse)
+
+        heap_rows = cells(pages["/heap_pages"][1]).select { |c| c.first&.match?(/\A0x\h+\z/) }
+        expect(heap_rows.size).to be_within(50).of(v[:heap_count])
+
+        # Building the pages happened inside Mwrap.quiet: only the lines calling
+        # it may have allocated (before the quiet section starts).
+        source = File.readlines(v[:rack_rb])
+        v[:served_from_rack_rb].each do |l|
+          expect(source[Integer(l[/\d+\z/]) - 1]).to include("Mwrap.quiet"), "#{l} allocated while serving"
+        end
+      end
+    end
+
+    it "follows a location link to its live allocations, and 404s once it is unknown" do
+      Dir.mktmpdir do |dir|
+        code = MwrapApiHelpers::SHOW + <<~'RUBY'
+          require "rack"
+          require "rack/mock"
+          require "mwrap/rack"
+          require "cgi"
+          keep = []
+          keep << ("helloworld" * 1000) # cold
+          keep << ("helloworld" * 1000) # warm
+          loc = "#{__FILE__}:#{__LINE__ - 1}"
+          req = Rack::MockRequest.new(Mwrap::Rack.new)
+          list = req.get("/each/0").body
+          href = list[%r{<a href="([^"]*)">#{Regexp.escape(CGI.escapeHTML(loc))}</a>}, 1]
+          at = req.get(CGI.unescapeHTML(href))
+          show :at, [at.status, at.body, GC.count]
+          show :unknown, req.get("/at/#{CGI.escape("#{__FILE__}:999")}").status
+        RUBY
+        _, out = run_api(code, dir: dir, name: odd_name)
+        v = values(out)
+        status, body, gc_count = v[:at]
+        expect(status).to eq(200)
+        expect(body).to include("<h1>live allocations at #{CGI.escapeHTML(File.join(dir, odd_name))}:")
+        rows = cells(body)
+        expect(rows).to include(["total", "10001"], ["allocations", "1"], ["frees", "0"],
+                                ["live_bytes", "10001"], ["live_count", "1"], %w[mean_lifespan Infinity])
+        generation = rows.find { |c| c.first == "10001" && c.size == 2 }&.last
+        expect(Integer(generation)).to be_between(0, gc_count)
+        expect(v[:unknown]).to eq(404)
+      end
+    end
+
+    it "serves a real HTTP client through WEBrick on 127.0.0.1, mounted under a prefix" do
+      Dir.mktmpdir do |dir|
+        code = MwrapApiHelpers::SHOW + <<~'RUBY'
+          require "rack"
+          begin
+            require "rack/handler/webrick"
+          rescue LoadError
+            show :skip, "no Rack::Handler::WEBrick in rack #{Rack.release}"
+            exit
+          end
+          require "webrick"
+          require "net/http"
+          require "mwrap/rack"
+          keep = []
+          keep << ("helloworld" * 1000) # cold
+          keep << ("helloworld" * 1000) # warm
+          loc = "#{__FILE__}:#{__LINE__ - 1}"
+          server = WEBrick::HTTPServer.new(BindAddress: "127.0.0.1", Port: 0,
+                                           Logger: WEBrick::Log.new(IO::NULL), AccessLog: [])
+          server.mount("/mwrap", Rack::Handler::WEBrick, Mwrap::Rack.new)
+          thread = Thread.new { server.start }
+          port = server.config[:Port]
+          get = lambda do |path|
+            Net::HTTP.start("127.0.0.1", port, read_timeout: 600) { |http| http.get(path) }
+          end
+          list = get.("/mwrap/each/10000")
+          href = list.body[%r{<a href="([^"]*)">#{Regexp.escape(CGI.escapeHTML(loc))}</a>}, 1]
+          at = href && get.(CGI.unescapeHTML(href))
+          heap = get.("/mwrap/heap_pages")
+          bad = get.("/mwrap/each/x")
+          server.shutdown
+          thread.join
+          show :port, port
+          show :responses, [[list.code, list["cache-control"], list["content-type"]],
+                            href, at&.code, at&.body.to_s.include?("<td>10001</td>"), heap.code, bad.code]
+        RUBY
+        _, out = run_api(code, dir: dir, name: odd_name)
+        v = values(out)
+        skip v[:skip] if v[:skip]
+        expect(v[:port]).to be > 0
+        list, href, at_code, at_has_string, heap_code, bad_code = v[:responses]
+        expect(list).to eq(["200", "no-cache", "text/html; charset=utf-8"])
+        expect(href).to start_with("/mwrap/at/%2F")
+        expect([at_code, at_has_string, heap_code, bad_code]).to eq(["200", true, "200", "400"])
+      end
+    end
+  end
+end
