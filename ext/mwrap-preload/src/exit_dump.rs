@@ -127,6 +127,13 @@ pub fn render_heap(mask: u32) -> Vec<u8> {
     if mask & DUMP_HEAP_STATS != 0 {
         let s = tracker::HEAP.stats();
         let span = |out: &mut String, name: &str, st: &SpanStats| {
+            if st.count == 0 {
+                // No sample yet (like mwrap 2.x, which printed "-").
+                for stat in ["max", "min", "mean", "stddev"] {
+                    let _ = writeln!(out, "{name}_{stat}: -");
+                }
+                return;
+            }
             let _ = writeln!(out, "{name}_max: {}", st.max);
             let _ = writeln!(out, "{name}_min: {}", st.min);
             let _ = writeln!(out, "{name}_mean: {:.3}", st.mean);
