@@ -47,5 +47,5 @@ namespace :test do
   end
 end
 
-desc "Everything CI runs: cargo tests, compile, specs, gem build + install + smoke run"
-task test: ["test:cargo", :spec, "test:gem"]
+desc "Everything CI runs: cargo tests, compile, specs, gem build + install + smoke run, quick bench"
+task test: ["test:cargo", :spec, "test:gem", "bench:quick"]
