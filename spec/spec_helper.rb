@@ -122,3 +122,4 @@ RSpec.configure do |config|
   config.disable_monkey_patching!
   config.order = :defined
 end
+Dir[File.join(__dir__, "support", "*.rb")].sort.each { |f| require f }

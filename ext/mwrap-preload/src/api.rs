@@ -140,6 +140,12 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
     hooks::munmap(addr, len)
 }
 
+/// Interposed to count the calls in flight (see [`crate::loader`]).
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
+    crate::loader::dlclose(handle)
+}
+
 /// Interposed so we learn that the Ruby VM is being destroyed before any of
 /// its memory goes: from then on no Ruby function is called. libruby calls
 /// it through its PLT, so the preload's definition wins.

@@ -46,6 +46,7 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     HOLDING.store(false, Ordering::Relaxed);
+    crate::loader::after_fork_in_child();
     // SAFETY: fork child, held by prepare().
     unsafe { HEAP.release_after_fork_in_child() };
     TABLE.release_after_fork_in_child();

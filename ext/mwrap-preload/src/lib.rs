@@ -16,6 +16,7 @@ mod diag;
 mod exit_dump;
 mod fork;
 pub mod hooks;
+mod loader;
 mod names;
 mod query;
 mod real;

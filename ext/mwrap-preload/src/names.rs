@@ -42,10 +42,9 @@ pub fn native_name(out: &mut ByteWriter<'_>, address: usize) {
     // long as the object stays loaded, which covers this call.
     unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
-        let found = libc::dladdr(address as *const libc::c_void, &mut info) != 0;
-        let cstr = |p: *const libc::c_char| {
-            (!p.is_null()).then(|| core::ffi::CStr::from_ptr(p).to_bytes())
-        };
+        let found = crate::loader::dladdr_is_safe()
+            && libc::dladdr(address as *const libc::c_void, &mut info) != 0;
+        let cstr = |p: *const libc::c_char| mapped_cstr(p, 4096);
         let sym = if found {
             NativeSymbol {
                 object: cstr(info.dli_fname).filter(|s| !s.is_empty()),
@@ -58,4 +57,35 @@ pub fn native_name(out: &mut ByteWriter<'_>, address: usize) {
         };
         format::native_location(out, address, &sym);
     }
+}
+
+/// The NUL-terminated string at `p` (at most `max` bytes), reading only
+/// from pages that are mapped. `dladdr` can hand back names inside an object
+/// that is no longer there: a fork child inherits the dynamic loader in
+/// whatever state another thread left it in the middle of a `dlclose`.
+unsafe fn mapped_cstr<'a>(p: *const libc::c_char, max: usize) -> Option<&'a [u8]> {
+    if p.is_null() {
+        return None;
+    }
+    let page = match libc::sysconf(libc::_SC_PAGESIZE) {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    };
+    let start = p as usize;
+    let mut mapped_until = start;
+    for len in 0..max {
+        let at = start + len;
+        if at >= mapped_until {
+            let first = at & !(page - 1);
+            // msync fails with ENOMEM on an address that is not mapped.
+            if libc::msync(first as *mut libc::c_void, page, libc::MS_ASYNC) != 0 {
+                return None;
+            }
+            mapped_until = first + page;
+        }
+        if *(at as *const u8) == 0 {
+            return Some(core::slice::from_raw_parts(p as *const u8, len));
+        }
+    }
+    None
 }

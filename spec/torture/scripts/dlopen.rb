@@ -1,0 +1,70 @@
+# frozen_string_literal: true
+
+# Part of scenario 1 (spec/torture/threads_spec.rb), run under the preload:
+# a native thread dlopens and dlcloses a library that allocates, while
+# other native threads allocate, Ruby threads read the tables (naming
+# native locations takes the dynamic linker's lock) and the main thread
+# forks. ARGV = helper.so, churn.so, seconds, child mode: "counts" (the
+# child reads counters only: Mwrap.each with a min so high that no location
+# is named, and the totals) or "names" (the child runs Mwrap.each, naming
+# every location with dladdr). Prints one JSON object.
+require "mwrap"
+require "json"
+require_relative "torture_native"
+abort "not running under a compatible preload" unless Mwrap.preloaded?
+
+native = TortureNative.new(ARGV[0])
+churn = ARGV[1]
+seconds = Float(ARGV[2])
+names = ARGV[3] == "names"
+failures = []
+stats = Hash.new(0)
+native.start(2, 11)
+native.dlopen_start(churn)
+stop = false
+readers = 2.times.map do |i|
+  Thread.new do
+    devnull = File.open(File::NULL, "w")
+    until stop
+      if i.zero?
+        Mwrap.each { |loc, *| stats[:churn_rows] += 1 if loc.include?("churn") }
+        stats[:each] += 1
+      else
+        Mwrap.dump(devnull)
+        stats[:dumps] += 1
+      end
+    end
+  end
+end
+deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
+while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+  pid = fork do
+    ok = if names
+           Mwrap.each.count.positive?
+         else
+           Mwrap.each(1 << 62).count.zero? && Mwrap.total_bytes_allocated.positive?
+         end
+    exit!(ok ? 0 : 3)
+  end
+  limit = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 30
+  status = nil
+  until (status = Process.waitpid2(pid, Process::WNOHANG)&.last)
+    if Process.clock_gettime(Process::CLOCK_MONOTONIC) > limit
+      failures << "fork child #{pid} hung (dlopen churn)"
+      Process.kill(:KILL, pid)
+      Process.wait(pid)
+      break
+    end
+    sleep 0.001
+  end
+  failures << "fork child #{pid}: #{status.inspect}" if status && !status.success?
+  stats[:forks] += 1
+  sleep 0.02 unless names
+end
+stop = true
+readers.each(&:join)
+stats[:dlopen_rounds] = native.dlopen_stop
+stats[:native_ops] = native.join
+failures << "dlopen failed" if stats[:dlopen_rounds].negative?
+failures << "native helper: #{native.errors} errors" unless native.errors.zero?
+puts JSON.generate(stats: stats, failures: failures)

@@ -1,0 +1,15 @@
+# frozen_string_literal: true
+
+# Part of scenario 1 (spec/torture/threads_spec.rb), run under the preload:
+# the process exits with status ARGV[1] while 8 native threads and a Ruby
+# thread are still allocating; its dump must still land whole (the spec
+# looks for /exit-busy.rb:1). ARGV = helper.so, exit status.
+require "mwrap"
+require_relative "torture_native"
+abort "not running under a compatible preload" unless Mwrap.preloaded?
+native = TortureNative.new(ARGV[0])
+native.start(8, Process.pid)
+Thread.new { loop { "x" * 1000 } }
+sleep 0.2
+eval("$unique = 'u' * 77_777", TOPLEVEL_BINDING, "/exit-busy.rb", 1)
+exit Integer(ARGV[1])
