@@ -301,3 +301,76 @@ pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
     }
     rc
 }
+
+#[cfg(test)]
+mod tests {
+    //! The hooks called directly (in tests they are not exported, so the
+    //! real allocator is the C library's, through RTLD_NEXT as in a process).
+    use super::*;
+    use crate::diag::errno;
+
+    #[test]
+    fn plain_blocks_round_trip_through_realloc() {
+        unsafe {
+            let p = allocate(100, false, 0x1234) as *mut u8;
+            assert!(!p.is_null());
+            assert_eq!(p as usize % MIN_ALIGNMENT, 0);
+            assert_eq!(usable_size(p.cast()), 100);
+            for i in 0..100 {
+                *p.add(i) = i as u8;
+            }
+            let q = realloc(p.cast(), 10_000, 0x1234) as *mut u8;
+            assert!(!q.is_null());
+            assert_eq!(usable_size(q.cast()), 10_000);
+            assert!((0..100).all(|i| *q.add(i) == i as u8));
+            let r = realloc(q.cast(), 10, 0x1234) as *mut u8;
+            assert!((0..10).all(|i| *r.add(i) == i as u8));
+            assert!(realloc(r.cast(), 0, 0x1234).is_null()); // freed
+            free(core::ptr::null_mut());
+        }
+    }
+
+    #[test]
+    fn zeroed_and_overflowing_requests() {
+        unsafe {
+            let p = allocate_zeroed(10, 100, 0) as *mut u8;
+            assert!((0..1000).all(|i| *p.add(i) == 0));
+            free(p.cast());
+            assert!(allocate_zeroed(usize::MAX / 2, 3, 0).is_null());
+            assert_eq!(errno(), libc::ENOMEM);
+            assert!(allocate(usize::MAX - 8, false, 0).is_null());
+            assert_eq!(errno(), libc::ENOMEM);
+            let p = allocate(8, false, 0);
+            assert!(reallocarray(p, usize::MAX / 2, 3, 0).is_null());
+            assert_eq!(errno(), libc::ENOMEM);
+            free(p); // still ours after the failed reallocarray
+        }
+    }
+
+    #[test]
+    fn aligned_blocks_keep_their_alignment_and_free_cleanly() {
+        unsafe {
+            for align in [8usize, 16, 32, 64, 4096, 65536] {
+                let mut out = core::ptr::null_mut();
+                assert_eq!(posix_memalign(&mut out, align, 333, 0), 0, "align {align}");
+                assert_eq!(out as usize % align, 0);
+                assert_eq!(usable_size(out), 333);
+                let grown = realloc(out, 5000, 0);
+                assert!(!grown.is_null());
+                free(grown);
+            }
+            let mut out = core::ptr::null_mut();
+            assert_eq!(posix_memalign(&mut out, 3, 8, 0), libc::EINVAL);
+            assert_eq!(posix_memalign(&mut out, 0, 8, 0), libc::EINVAL);
+            assert!(aligned_alloc(24, 48, 0).is_null());
+            assert_eq!(errno(), libc::EINVAL);
+            let p = memalign(24, 48, 0); // rounded up to 32, as glibc does
+            assert_eq!(p as usize % 32, 0);
+            free(p);
+            let v = pvalloc(1, 0);
+            assert_eq!(v as usize % page_size(), 0);
+            assert_eq!(usable_size(v), page_size());
+            free(v);
+        }
+    }
+}
