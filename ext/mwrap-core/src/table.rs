@@ -163,11 +163,6 @@ impl SiteTable {
         }
     }
 
-    #[inline]
-    fn interner(&self) -> &ForkSafeMutex<Interner> {
-        &self.interner
-    }
-
     /// Number of ids handed out; ids `1..=site_count()` are valid.
     pub fn site_count(&self) -> u32 {
         self.count.load(Ordering::Acquire)
@@ -199,7 +194,7 @@ impl SiteTable {
     /// the untracked id; returns the overflow bucket once the table is full.
     pub fn intern(&self, key: KeyRef<'_>) -> u32 {
         let hash = key.hash();
-        let mut guard = self.interner().lock();
+        let mut guard = self.interner.lock();
         let interner = &mut *guard;
         if let Some(&id) = interner
             .index
@@ -220,7 +215,7 @@ impl SiteTable {
     /// The id of `key` if it was ever interned.
     pub fn lookup(&self, key: KeyRef<'_>) -> Option<u32> {
         let hash = key.hash();
-        let guard = self.interner().lock();
+        let guard = self.interner.lock();
         guard
             .index
             .find(hash, |&id| guard.keys[id as usize].matches(&key))
@@ -266,7 +261,7 @@ impl SiteTable {
     /// (unlocked) while the table is held for a fork.
     #[cold]
     fn grow_shards<'s>(&self, site: &'s Site, index: usize) -> Option<&'s ForkSafeMutex<Counters>> {
-        let _guard = self.interner().lock();
+        let _guard = self.interner.lock();
         if site.others.load(Ordering::Acquire).is_null() {
             let others: Box<[Shard]> = (1..SHARDS).map(|_| Shard::new()).collect();
             site.others
@@ -281,7 +276,7 @@ impl SiteTable {
         if id == UNTRACKED_SITE {
             return None;
         }
-        let guard = self.interner().lock();
+        let guard = self.interner.lock();
         guard.keys.get(id as usize).map(f)
     }
 
@@ -435,7 +430,7 @@ impl SiteTable {
     /// [`SiteTable::release_after_fork_in_parent`] or
     /// [`SiteTable::release_after_fork_in_child`].
     pub fn hold_for_fork(&self) {
-        self.interner().hold_for_fork();
+        self.interner.hold_for_fork();
         for id in 1..=self.site_count() {
             if let Some(site) = self.site(id) {
                 site.shards().for_each(|shard| shard.hold_for_fork());
@@ -451,7 +446,7 @@ impl SiteTable {
                     .for_each(|shard| unsafe { shard.release_in_parent() });
             }
         }
-        unsafe { self.interner().release_in_parent() };
+        unsafe { self.interner.release_in_parent() };
     }
 
     /// In the child only the forking thread exists, so the locks are
@@ -464,7 +459,7 @@ impl SiteTable {
                     .for_each(|shard| unsafe { shard.release_in_child() });
             }
         }
-        unsafe { self.interner().release_in_child() };
+        unsafe { self.interner.release_in_child() };
     }
 }
 

@@ -106,12 +106,14 @@ pub fn render_dump(min: u64) -> Vec<u8> {
     sites.sort_by(|a, b| b.total.cmp(&a.total).then(a.id.cmp(&b.id)));
     let mut text = Vec::with_capacity(sites.len() * 80);
     let mut name = Vec::new();
+    let mut line = Vec::new();
     for s in &sites {
         name.clear();
         if !names::site_name(s.id, &mut name) {
             continue;
         }
-        let mut line = vec![0u8; name.len() + 64];
+        // room for the name, two counters of up to 20 digits and separators
+        line.resize(name.len() + 64, 0);
         let mut w = ByteWriter::new(&mut line);
         dump_line(&mut w, s.total, s.allocations, &name);
         text.extend_from_slice(w.as_bytes());

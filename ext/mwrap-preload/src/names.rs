@@ -19,11 +19,10 @@ pub fn site_name(id: u32, out: &mut Vec<u8>) -> bool {
 pub fn key_name(key: &SiteKey, out: &mut Vec<u8>) {
     match key {
         SiteKey::Ruby { file, line } => {
-            let mut buf = [0u8; 16];
+            // room for the file, ':' and a u32's digits
+            let mut buf = vec![0u8; file.len() + 11];
             let mut w = ByteWriter::new(&mut buf);
-            w.push_decimal(*line as u64, 0);
-            out.extend_from_slice(file);
-            out.push(b':');
+            format::ruby_location(&mut w, file, *line);
             out.extend_from_slice(w.as_bytes());
         }
         SiteKey::Native { address } => {
