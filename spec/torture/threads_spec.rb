@@ -58,7 +58,7 @@ RSpec.describe "torture: threads, dlopen and exit" do
     expect(r.success?).to be(true), r.describe
     report = JSON.parse(r.stdout.lines.last)
     expect(report["failures"]).to eq([]), "#{report['failures'].size} failures, stats #{report['stats']}\n" \
-                                          "#{r.stderr[0, 3000]}"
+                                          "#{report['failures'].first(3).join("\n")}\n#{r.stderr[0, 3000]}"
     expect(report["stats"]["dlopen_rounds"]).to be > 100
     expect(report["stats"]["forks"]).to be >= 1
     expect(r.stderr).to eq("")

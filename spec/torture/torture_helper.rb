@@ -50,7 +50,9 @@ module TortureHelpers
   ].freeze
 
   # Captured output of a child run with a time bound.
-  TimedResult = Struct.new(:stdout, :stderr, :status, :timed_out, :seconds) do
+  # `stacks`: on a timeout, every thread's backtrace in every process of
+  # the group (when gdb is installed), so that a hang in CI can be read.
+  TimedResult = Struct.new(:stdout, :stderr, :status, :timed_out, :seconds, :stacks) do
     def success?
       !timed_out && status&.success?
     end
@@ -68,7 +70,9 @@ module TortureHelpers
             elsif status.signaled? then "killed by signal #{status.termsig}"
             else "exit #{status.exitstatus}"
             end
-      "#{how}\n--- stdout ---\n#{stdout.to_s[-4000..] || stdout}\n--- stderr ---\n#{stderr.to_s[-4000..] || stderr}"
+      text = "#{how}\n--- stdout ---\n#{stdout.to_s[-4000..] || stdout}\n--- stderr ---\n#{stderr.to_s[-4000..] || stderr}"
+      text += "\n--- stacks at the timeout ---\n#{stacks}" if stacks
+      text
     end
   end
 
@@ -157,6 +161,7 @@ module TortureHelpers
     out = err = nil
     status = nil
     timed_out = false
+    stacks = nil
     Open3.popen3(MwrapSpecHelpers.clean_env(env), *cmd, chdir: chdir, pgroup: true, **opts) do |i, o, e, t|
       reader_o = Thread.new { o.read }
       reader_e = Thread.new { e.read }
@@ -168,6 +173,7 @@ module TortureHelpers
       i.close
       unless t.join(timeout)
         timed_out = true
+        stacks = process_group_stacks(t.pid)
         begin
           Process.kill(:KILL, -t.pid)
         rescue Errno::ESRCH
@@ -178,7 +184,26 @@ module TortureHelpers
       out = reader_o.value
       err = reader_e.value
     end
-    TimedResult.new(out, err, status, timed_out, Process.clock_gettime(Process::CLOCK_MONOTONIC) - start)
+    TimedResult.new(out, err, status, timed_out, Process.clock_gettime(Process::CLOCK_MONOTONIC) - start, stacks)
+  end
+
+  # Backtraces of every thread of every process in process group `pgid`,
+  # read with gdb (nil without gdb). Compact: one line per frame.
+  def process_group_stacks(pgid)
+    gdb = ENV["PATH"].to_s.split(File::PATH_SEPARATOR).map { |d| File.join(d, "gdb") }.find { |f| File.executable?(f) }
+    return nil unless gdb
+
+    pids = Dir.glob("/proc/[0-9]*/stat").filter_map do |f|
+      fields = File.read(f).split(") ").last.split
+      File.basename(File.dirname(f)).to_i if fields[2].to_i == pgid
+    rescue SystemCallError
+      nil
+    end
+    pids.sort.first(8).map do |pid|
+      out, = Open3.capture2e(gdb, "-p", pid.to_s, "-batch", "-nx", "-ex", "thread apply all bt 30")
+      frames = out.lines.grep(/^(Thread |#\d)/).join
+      "process #{pid} (#{File.read("/proc/#{pid}/cmdline").tr("\0", ' ').strip[0, 200] rescue '?'}):\n#{frames}"
+    end.join("\n")
   end
 
   # Examples that reproduce a known preload bug are skipped (RSpec lists
