@@ -166,7 +166,10 @@ RSpec.describe "torture: exec into non-Ruby programs" do
 
     %w[TERM KILL INT HUP SEGV ABRT USR1].each do |sig|
       it "passes a death by SIG#{sig} through (termsig)" do
-        r = TortureHelpers.run_timed({}, RbConfig.ruby, MwrapSpecHelpers::EXE, "sh", "-c", "kill -#{sig} $$",
+        # perl restores the default action first: a signal ignored by
+        # whoever started rspec (HUP under nohup) stays ignored across exec.
+        reset = 'local $SIG{$ARGV[0]} = "DEFAULT" unless $ARGV[0] eq "KILL"; exec "sh", "-c", "kill -$ARGV[0] \\$\\$"'
+        r = TortureHelpers.run_timed({}, RbConfig.ruby, MwrapSpecHelpers::EXE, "perl", "-e", reset, sig,
                                      timeout: 60)
         expect(r.status.signaled?).to be(true), r.describe
         expect(r.termsig).to eq(Signal.list.fetch(sig))
