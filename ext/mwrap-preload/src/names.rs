@@ -35,56 +35,140 @@ pub fn key_name(key: &SiteKey, out: &mut Vec<u8>) {
     }
 }
 
+/// Longest object path or symbol name copied; longer ones are cut.
+const MAX_NAME: usize = 1024;
+
 /// `backtrace_symbols`-style name of a return address, without allocating.
 pub fn native_name(out: &mut ByteWriter<'_>, address: usize) {
-    // SAFETY: dladdr fills a plain struct; the strings it points to live as
-    // long as the object stays loaded, which covers this call.
-    unsafe {
+    let mut object_buf = [0u8; MAX_NAME];
+    let mut symbol_buf = [0u8; MAX_NAME];
+    // SAFETY: dladdr fills a plain struct. The strings it points to belong
+    // to the object, which another thread may `dlclose` (and unmap) as soon
+    // as dladdr returns: they are only ever read through `copy_cstr`.
+    let sym = unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
-        let found = crate::loader::dladdr_is_safe()
-            && libc::dladdr(address as *const libc::c_void, &mut info) != 0;
-        let cstr = |p: *const libc::c_char| mapped_cstr(p, 4096);
-        let sym = if found {
+        if crate::loader::dladdr_is_safe()
+            && libc::dladdr(address as *const libc::c_void, &mut info) != 0
+        {
             NativeSymbol {
-                object: cstr(info.dli_fname).filter(|s| !s.is_empty()),
+                object: copy_cstr(info.dli_fname, &mut object_buf).filter(|s| !s.is_empty()),
                 object_base: info.dli_fbase as usize,
-                symbol: cstr(info.dli_sname),
+                symbol: copy_cstr(info.dli_sname, &mut symbol_buf),
                 symbol_address: info.dli_saddr as usize,
             }
         } else {
             NativeSymbol::default()
-        };
-        format::native_location(out, address, &sym);
-    }
+        }
+    };
+    format::native_location(out, address, &sym);
 }
 
-/// The NUL-terminated string at `p` (at most `max` bytes), reading only
-/// from pages that are mapped. `dladdr` can hand back names inside an object
-/// that is no longer there: a fork child inherits the dynamic loader in
-/// whatever state another thread left it in the middle of a `dlclose`.
-unsafe fn mapped_cstr<'a>(p: *const libc::c_char, max: usize) -> Option<&'a [u8]> {
+/// Copies the NUL-terminated string at `p` into `buf` (cut at its length)
+/// and returns the copy, or None when `p` is null or not mapped. The kernel
+/// does the reading (`process_vm_readv` on this process), so memory that
+/// another thread unmaps meanwhile gives an error instead of a SIGSEGV.
+fn copy_cstr(p: *const libc::c_char, buf: &mut [u8]) -> Option<&[u8]> {
     if p.is_null() {
         return None;
     }
-    let page = match libc::sysconf(libc::_SC_PAGESIZE) {
-        n if n > 0 => n as usize,
-        _ => 4096,
-    };
-    let start = p as usize;
-    let mut mapped_until = start;
-    for len in 0..max {
-        let at = start + len;
-        if at >= mapped_until {
-            let first = at & !(page - 1);
-            // msync fails with ENOMEM on an address that is not mapped.
-            if libc::msync(first as *mut libc::c_void, page, libc::MS_ASYNC) != 0 {
-                return None;
-            }
-            mapped_until = first + page;
+    let mut len = 0;
+    while len < buf.len() {
+        let at = p as usize + len;
+        // One page at a time: a fault ends the read at the page boundary.
+        let chunk = (PAGE - at % PAGE).min(buf.len() - len);
+        let got = read_own_memory(at, &mut buf[len..len + chunk])?;
+        if let Some(nul) = buf[len..len + got].iter().position(|&b| b == 0) {
+            return Some(&buf[..len + nul]);
         }
-        if *(at as *const u8) == 0 {
-            return Some(core::slice::from_raw_parts(p as *const u8, len));
+        len += got;
+        if got < chunk {
+            return None; // the rest is not mapped and no NUL was seen
         }
     }
-    None
+    Some(&buf[..len]) // cut: longer than the buffer
+}
+
+/// Smallest page size on x86-64 and aarch64 Linux; reads are split here.
+const PAGE: usize = 4096;
+
+/// Reads `dst.len()` bytes at `src` of this process; the count read, or
+/// None when nothing at `src` is readable.
+fn read_own_memory(src: usize, dst: &mut [u8]) -> Option<usize> {
+    let local = libc::iovec {
+        iov_base: dst.as_mut_ptr().cast(),
+        iov_len: dst.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: src as *mut libc::c_void,
+        iov_len: dst.len(),
+    };
+    // SAFETY: `local` covers `dst`; the kernel checks `remote` and fails
+    // with EFAULT instead of faulting. errno is restored: this runs inside
+    // Ruby methods and the exit dump, whose callers may read it.
+    unsafe {
+        let saved = *libc::__errno_location();
+        let n = libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0);
+        let unsupported = n < 0 && matches!(*libc::__errno_location(), libc::ENOSYS | libc::EPERM);
+        *libc::__errno_location() = saved;
+        if unsupported {
+            // Seccomp or an old kernel: check that the page is mapped and
+            // read it directly (a dlclose racing this read can still fault).
+            return mapped_copy(src, dst);
+        }
+        (n > 0).then_some(n as usize)
+    }
+}
+
+/// Fallback of [`read_own_memory`]: copies `dst.len()` bytes (all on one
+/// page) if that page is mapped. `msync` fails with ENOMEM on an address
+/// that is not mapped.
+unsafe fn mapped_copy(src: usize, dst: &mut [u8]) -> Option<usize> {
+    let first = src & !(PAGE - 1);
+    let saved = *libc::__errno_location();
+    let rc = libc::msync(first as *mut libc::c_void, PAGE, libc::MS_ASYNC);
+    *libc::__errno_location() = saved;
+    if rc != 0 {
+        return None;
+    }
+    core::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
+    Some(dst.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_a_string_across_a_page_boundary_and_cuts_long_ones() {
+        // A string that starts 3 bytes before a page boundary.
+        let mut page = vec![b'x'; 3 * PAGE];
+        let base = page.as_ptr() as usize;
+        let start = (base / PAGE + 1) * PAGE - 3 - base;
+        page[start..start + 6].copy_from_slice(b"hello\0");
+        let mut buf = [0u8; 64];
+        let p = page[start..].as_ptr().cast();
+        assert_eq!(copy_cstr(p, &mut buf), Some(&b"hello"[..]));
+        let mut small = [0u8; 4];
+        assert_eq!(copy_cstr(p, &mut small), Some(&b"hell"[..]));
+        assert_eq!(copy_cstr(core::ptr::null(), &mut buf), None);
+    }
+
+    #[test]
+    fn unmapped_memory_gives_none_instead_of_a_fault() {
+        // SAFETY: a fresh anonymous mapping, unmapped before it is read.
+        unsafe {
+            let p = libc::mmap(
+                core::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            libc::munmap(p, PAGE);
+            let mut buf = [0u8; 64];
+            assert_eq!(copy_cstr(p.cast(), &mut buf), None);
+        }
+    }
 }
