@@ -148,31 +148,27 @@ mod futex {
     pub fn wait(word: &AtomicU32, expected: u32) {
         // SAFETY: FUTEX_WAIT on a live, aligned u32; a null timeout waits
         // without limit.
-        unsafe {
-            let saved = *libc::__errno_location();
+        crate::errno::preserved(|| unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
                 libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
                 expected,
                 core::ptr::null::<libc::timespec>(),
-            );
-            *libc::__errno_location() = saved;
-        }
+            )
+        });
     }
 
     pub fn wake_one(word: &AtomicU32) {
         // SAFETY: FUTEX_WAKE on a live, aligned u32.
-        unsafe {
-            let saved = *libc::__errno_location();
+        crate::errno::preserved(|| unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
                 libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
                 1,
-            );
-            *libc::__errno_location() = saved;
-        }
+            )
+        });
     }
 }
 

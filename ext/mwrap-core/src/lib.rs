@@ -4,6 +4,7 @@
 //! these to the malloc family; the Ruby extension reads them through [`abi`].
 
 pub mod abi;
+pub mod errno;
 pub mod fork_safe;
 pub mod format;
 pub mod header;

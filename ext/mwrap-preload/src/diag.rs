@@ -13,7 +13,7 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
         // SAFETY: plain write(2) of a valid slice.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
         if n < 0 {
-            if errno() == libc::EINTR {
+            if mwrap_core::errno::get() == libc::EINTR {
                 continue;
             }
             return false;
@@ -24,16 +24,4 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
         bytes = &bytes[n as usize..];
     }
     true
-}
-
-#[inline]
-pub fn errno() -> i32 {
-    // SAFETY: errno is thread-local and always addressable.
-    unsafe { *libc::__errno_location() }
-}
-
-#[inline]
-pub fn set_errno(e: i32) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = e };
 }

@@ -10,8 +10,9 @@ use mwrap_core::abi::{HeapPageInfo, SpanStats};
 use mwrap_core::format::{dump_line, ByteWriter};
 use mwrap_core::options::{self, Options, DUMP_HEAP_ONLY, DUMP_HEAP_PAGES, DUMP_HEAP_STATS};
 
-use crate::diag::{errno, write_all, write_stderr};
+use crate::diag::{write_all, write_stderr};
 use crate::{names, query, thread_state, tracker};
+use mwrap_core::errno;
 
 struct OptionsCell(UnsafeCell<Option<Options>>);
 // SAFETY: written once before CONFIGURED is published, read after.
@@ -62,7 +63,7 @@ fn absolute_dump_path(path: &[u8]) -> Result<Vec<u8>, i32> {
         let mut cwd = [0u8; 4096];
         // SAFETY: getcwd writes at most cwd.len() bytes.
         if unsafe { libc::getcwd(cwd.as_mut_ptr().cast(), cwd.len()) }.is_null() {
-            return Err(errno());
+            return Err(errno::get());
         }
         let len = cwd.iter().position(|&b| b == 0).unwrap_or(0);
         abs.extend_from_slice(&cwd[..len]);
@@ -87,7 +88,7 @@ fn open_dump(path: &[u8]) -> Result<i32, i32> {
         )
     };
     if fd < 0 {
-        Err(errno())
+        Err(errno::get())
     } else {
         Ok(fd)
     }

@@ -16,13 +16,13 @@ use core::ptr::null_mut;
 use mwrap_core::header::{MAX_REQUEST, MIN_ALIGNMENT};
 use mwrap_core::{LiveAllocation, HEADER_SIZE};
 
-use crate::diag::{errno, set_errno};
 use crate::real;
 use crate::tracker;
+use mwrap_core::errno;
 
 #[inline]
 fn enomem() -> *mut c_void {
-    set_errno(libc::ENOMEM);
+    errno::set(libc::ENOMEM);
     null_mut()
 }
 
@@ -121,30 +121,27 @@ pub unsafe fn posix_memalign(
     {
         return libc::EINVAL;
     }
-    let saved = errno();
-    let rc = match allocate_aligned(align, size, caller) {
+    errno::preserved(|| match allocate_aligned(align, size, caller) {
         Ok(p) => {
             *out = p;
             0
         }
         Err(e) => e,
-    };
-    set_errno(saved);
-    rc
+    })
 }
 
 /// `memalign` as glibc does it: alignments below 16 act like malloc, a
 /// non-power-of-two is rounded up, and one above `SIZE_MAX/2+1` is EINVAL.
 pub unsafe fn memalign(align: usize, size: usize, caller: usize) -> *mut c_void {
     if align > usize::MAX / 2 + 1 {
-        set_errno(libc::EINVAL);
+        errno::set(libc::EINVAL);
         return null_mut();
     }
     let align = align.max(1).next_power_of_two();
     match allocate_aligned(align, size, caller) {
         Ok(p) => p,
         Err(e) => {
-            set_errno(e);
+            errno::set(e);
             null_mut()
         }
     }
@@ -154,7 +151,7 @@ pub unsafe fn memalign(align: usize, size: usize, caller: usize) -> *mut c_void 
 /// C17, an alignment that is not a power of two is EINVAL.
 pub unsafe fn aligned_alloc(align: usize, size: usize, caller: usize) -> *mut c_void {
     if align == 0 || !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
+        errno::set(libc::EINVAL);
         return null_mut();
     }
     memalign(align, size, caller)
@@ -284,9 +281,7 @@ pub unsafe fn mmap(
             == libc::MAP_ANONYMOUS | libc::MAP_PRIVATE
         && flags & libc::MAP_FIXED == 0
     {
-        let saved = errno();
-        tracker::heap_mapping(p as usize, len);
-        set_errno(saved);
+        errno::preserved(|| tracker::heap_mapping(p as usize, len));
     }
     p
 }
@@ -295,9 +290,7 @@ pub unsafe fn mmap(
 pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
     let rc = real::munmap(addr, len);
     if rc == 0 {
-        let saved = errno();
-        tracker::heap_unmapped(addr as usize, len);
-        set_errno(saved);
+        errno::preserved(|| tracker::heap_unmapped(addr as usize, len));
     }
     rc
 }
@@ -307,7 +300,7 @@ mod tests {
     //! The hooks called directly (in tests they are not exported, so the
     //! real allocator is the C library's, through RTLD_NEXT as in a process).
     use super::*;
-    use crate::diag::errno;
+    use mwrap_core::errno;
 
     #[test]
     fn plain_blocks_round_trip_through_realloc() {
@@ -337,12 +330,12 @@ mod tests {
             assert!((0..1000).all(|i| *p.add(i) == 0));
             free(p.cast());
             assert!(allocate_zeroed(usize::MAX / 2, 3, 0).is_null());
-            assert_eq!(errno(), libc::ENOMEM);
+            assert_eq!(errno::get(), libc::ENOMEM);
             assert!(allocate(usize::MAX - 8, false, 0).is_null());
-            assert_eq!(errno(), libc::ENOMEM);
+            assert_eq!(errno::get(), libc::ENOMEM);
             let p = allocate(8, false, 0);
             assert!(reallocarray(p, usize::MAX / 2, 3, 0).is_null());
-            assert_eq!(errno(), libc::ENOMEM);
+            assert_eq!(errno::get(), libc::ENOMEM);
             free(p); // still ours after the failed reallocarray
         }
     }
@@ -363,7 +356,7 @@ mod tests {
             assert_eq!(posix_memalign(&mut out, 3, 8, 0), libc::EINVAL);
             assert_eq!(posix_memalign(&mut out, 0, 8, 0), libc::EINVAL);
             assert!(aligned_alloc(24, 48, 0).is_null());
-            assert_eq!(errno(), libc::EINVAL);
+            assert_eq!(errno::get(), libc::EINVAL);
             let p = memalign(24, 48, 0); // rounded up to 32, as glibc does
             assert_eq!(p as usize % 32, 0);
             free(p);

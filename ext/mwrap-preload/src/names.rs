@@ -2,6 +2,7 @@
 //! `dladdr` takes the dynamic linker's lock, and a thread inside `dlopen`
 //! may be waiting in our hooks for the table's lock.
 
+use mwrap_core::errno;
 use mwrap_core::format::{self, ByteWriter, NativeSymbol};
 use mwrap_core::SiteKey;
 
@@ -103,20 +104,18 @@ fn read_own_memory(src: usize, dst: &mut [u8]) -> Option<usize> {
         iov_len: dst.len(),
     };
     // SAFETY: `local` covers `dst`; the kernel checks `remote` and fails
-    // with EFAULT instead of faulting. errno is restored: this runs inside
-    // Ruby methods and the exit dump, whose callers may read it.
-    unsafe {
-        let saved = *libc::__errno_location();
+    // with EFAULT instead of faulting.
+    let (n, e) = errno::preserved(|| unsafe {
         let n = libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0);
-        let unsupported = n < 0 && matches!(*libc::__errno_location(), libc::ENOSYS | libc::EPERM);
-        *libc::__errno_location() = saved;
-        if unsupported {
-            // Seccomp or an old kernel: check that the page is mapped and
-            // read it directly (a dlclose racing this read can still fault).
-            return mapped_copy(src, dst);
-        }
-        (n > 0).then_some(n as usize)
+        (n, errno::get())
+    });
+    if n < 0 && matches!(e, libc::ENOSYS | libc::EPERM) {
+        // Seccomp or an old kernel: check that the page is mapped and
+        // read it directly (a dlclose racing this read can still fault).
+        // SAFETY: the copy stays within one page of `src` and `dst`.
+        return unsafe { mapped_copy(src, dst) };
     }
+    (n > 0).then_some(n as usize)
 }
 
 /// Fallback of [`read_own_memory`]: copies `dst.len()` bytes (all on one
@@ -124,9 +123,7 @@ fn read_own_memory(src: usize, dst: &mut [u8]) -> Option<usize> {
 /// that is not mapped.
 unsafe fn mapped_copy(src: usize, dst: &mut [u8]) -> Option<usize> {
     let first = src & !(PAGE - 1);
-    let saved = *libc::__errno_location();
-    let rc = libc::msync(first as *mut libc::c_void, PAGE, libc::MS_ASYNC);
-    *libc::__errno_location() = saved;
+    let rc = errno::preserved(|| libc::msync(first as *mut libc::c_void, PAGE, libc::MS_ASYNC));
     if rc != 0 {
         return None;
     }
