@@ -449,8 +449,8 @@ impl SiteTable {
         unsafe { self.interner.release_in_parent() };
     }
 
-    /// In the child only the forking thread exists, so the locks are
-    /// rebuilt unlocked instead of unlocked (see [`ForkSafeMutex`]).
+    /// In the child only the forking thread exists, so the locks are marked
+    /// free without waking anyone (see [`ForkSafeMutex::release_in_child`]).
     pub fn release_after_fork_in_child(&self) {
         for id in 1..=self.site_count() {
             if let Some(site) = self.site(id) {
