@@ -6,6 +6,7 @@ require "rbconfig"
 require "tmpdir"
 require "fileutils"
 require "timeout"
+require_relative "scripts/stacks"
 
 # Shared by spec/torture/*_spec.rb: sizes for CI and for `rake torture`,
 # native helpers compiled with gcc, and running child processes (the
@@ -190,8 +191,7 @@ module TortureHelpers
   # Backtraces of every thread of every process in process group `pgid`,
   # read with gdb (nil without gdb). Compact: one line per frame.
   def process_group_stacks(pgid)
-    gdb = ENV["PATH"].to_s.split(File::PATH_SEPARATOR).map { |d| File.join(d, "gdb") }.find { |f| File.executable?(f) }
-    return nil unless gdb
+    return nil unless ThreadStacks.gdb
 
     pids = Dir.glob("/proc/[0-9]*/stat").filter_map do |f|
       fields = File.read(f).split(") ").last.split
@@ -200,9 +200,12 @@ module TortureHelpers
       nil
     end
     pids.sort.first(8).map do |pid|
-      out, = Open3.capture2e(gdb, "-p", pid.to_s, "-batch", "-nx", "-ex", "thread apply all bt 30")
-      frames = out.lines.grep(/^(Thread |#\d)/).join
-      "process #{pid} (#{File.read("/proc/#{pid}/cmdline").tr("\0", ' ').strip[0, 200] rescue '?'}):\n#{frames}"
+      command = begin
+        File.read("/proc/#{pid}/cmdline").tr("\0", " ").strip[0, 200]
+      rescue SystemCallError
+        "?"
+      end
+      "process #{pid} (#{command}):\n#{ThreadStacks.of(pid)}"
     end.join("\n")
   end
 

@@ -11,6 +11,7 @@
 require "mwrap"
 require "json"
 require_relative "torture_native"
+require_relative "stacks"
 abort "not running under a compatible preload" unless Mwrap.preloaded?
 
 native = TortureNative.new(ARGV[0])
@@ -18,16 +19,6 @@ churn = ARGV[1]
 seconds = Float(ARGV[2])
 names = ARGV[3] == "names"
 failures = []
-
-# Every thread's backtrace in `pid`, when gdb is installed, so that a hang
-# reported from CI can be read.
-def stacks_of(pid)
-  gdb = ENV["PATH"].to_s.split(":").map { |d| File.join(d, "gdb") }.find { |f| File.executable?(f) }
-  return "" unless gdb
-
-  out = IO.popen([gdb, "-p", pid.to_s, "-batch", "-nx", "-ex", "thread apply all bt 30"], err: %i[child out], &:read)
-  ":\n#{out.lines.grep(/^(Thread |#\d)/).join}"
-end
 stats = Hash.new(0)
 native.start(2, 11)
 native.dlopen_start(churn)
@@ -60,7 +51,8 @@ while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
   status = nil
   until (status = Process.waitpid2(pid, Process::WNOHANG)&.last)
     if Process.clock_gettime(Process::CLOCK_MONOTONIC) > limit
-      failures << "fork child #{pid} hung (dlopen churn)#{stacks_of(pid)}"
+      stacks = ThreadStacks.of(pid)
+      failures << "fork child #{pid} hung (dlopen churn)#{":\n#{stacks}" if stacks}"
       Process.kill(:KILL, pid)
       Process.wait(pid)
       break
