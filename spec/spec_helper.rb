@@ -96,21 +96,21 @@ module MwrapSpecHelpers
     end
   end
 
-  # Compiles spec/support/fake_preload.c once per run; nil without gcc.
+  # Builds the fake preload (ext/mwrap-abi/examples/fake_preload.rs,
+  # written against the ABI crate's own types) once per run; nil without
+  # cargo.
   def fake_preload
     return @fake_preload if defined?(@fake_preload)
 
-    cc = ENV.fetch("CC", "gcc")
-    src = File.join(__dir__, "support", "fake_preload.c")
-    dir = Dir.mktmpdir("mwrap-fake-preload")
-    at_exit { FileUtils.rm_rf(dir) }
-    so = File.join(dir, "libfake_preload.so")
-    abi = Integer(run_ruby("-r", "mwrap", "-e", "print Mwrap.abi_version", preload: nil).stdout)
-    _, err, status = Open3.capture3(cc, "-shared", "-fPIC", "-O1", "-Wall",
-                                    "-DFAKE_ABI_VERSION=#{abi}", "-o", so, src)
+    cargo = [ENV["CARGO"], "cargo", File.join(Dir.home, ".cargo", "bin", "cargo")].compact.find do |c|
+      c.include?("/") ? File.executable?(c) : system("command -v #{c} >/dev/null 2>&1")
+    end
+    so = File.join(TARGET, "release", "examples", "libfake_preload.so")
+    _, err, status = Open3.capture3({ "CARGO_TARGET_DIR" => TARGET }, cargo, "build", "--locked", "--release",
+                                    "-p", "mwrap-abi", "--example", "fake_preload", chdir: ROOT)
     warn "cannot build the fake preload: #{err}" unless status.success?
     @fake_preload = status.success? ? so : nil
-  rescue SystemCallError => e
+  rescue SystemCallError, TypeError => e
     warn "cannot build the fake preload: #{e.message}"
     @fake_preload = nil
   end

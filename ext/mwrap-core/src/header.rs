@@ -51,13 +51,16 @@ impl LiveAllocation {
     /// `hdr` must point to `HEADER_SIZE` writable bytes, aligned to 16.
     #[inline]
     pub unsafe fn init(hdr: *mut LiveAllocation, size: usize, align_shift: u32) {
-        hdr.write(LiveAllocation {
-            prev: core::ptr::null_mut(),
-            next: core::ptr::null_mut(),
-            size_and_shift: (size & SIZE_MASK) | ((align_shift as usize) << SIZE_BITS),
-            site: AtomicU32::new(crate::abi::UNTRACKED_SITE),
-            birth: 0,
-        });
+        // SAFETY: per this function's contract.
+        unsafe {
+            hdr.write(LiveAllocation {
+                prev: core::ptr::null_mut(),
+                next: core::ptr::null_mut(),
+                size_and_shift: (size & SIZE_MASK) | ((align_shift as usize) << SIZE_BITS),
+                site: AtomicU32::new(crate::abi::UNTRACKED_SITE),
+                birth: 0,
+            })
+        };
     }
 
     /// The header of a user pointer handed out by the preload.
@@ -98,7 +101,8 @@ impl LiveAllocation {
     /// `hdr` points to an initialised header.
     #[inline]
     pub unsafe fn raw_block(hdr: *mut LiveAllocation) -> *mut u8 {
-        let offset = (*hdr).user_offset();
+        // SAFETY: per this function's contract.
+        let offset = unsafe { (*hdr).user_offset() };
         LiveAllocation::user_ptr(hdr).wrapping_sub(offset)
     }
 

@@ -49,6 +49,15 @@ entry_with_caller!(memalign(align: usize, size: usize) -> *mut c_void, memalign_
 entry_with_caller!(aligned_alloc(align: usize, size: usize) -> *mut c_void, aligned_alloc_at, x86_64 = "rdx", aarch64 = "x2");
 entry_with_caller!(valloc(size: usize) -> *mut c_void, valloc_at, x86_64 = "rsi", aarch64 = "x1");
 entry_with_caller!(pvalloc(size: usize) -> *mut c_void, pvalloc_at, x86_64 = "rsi", aarch64 = "x1");
+// glibc's own names for its allocator: programs and debugging libraries
+// call them directly and mix them with `free`, so they must hand out (and
+// take back) the same blocks as the rest of the family.
+entry_with_caller!(__libc_malloc(size: usize) -> *mut c_void, malloc_at, x86_64 = "rsi", aarch64 = "x1");
+entry_with_caller!(__libc_calloc(n: usize, size: usize) -> *mut c_void, calloc_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(__libc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void, realloc_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(__libc_memalign(align: usize, size: usize) -> *mut c_void, memalign_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(__libc_valloc(size: usize) -> *mut c_void, valloc_at, x86_64 = "rsi", aarch64 = "x1");
+entry_with_caller!(__libc_pvalloc(size: usize) -> *mut c_void, pvalloc_at, x86_64 = "rsi", aarch64 = "x1");
 
 unsafe extern "C" fn malloc_at(size: usize, caller: usize) -> *mut c_void {
     hooks::allocate(size, false, caller)
@@ -103,6 +112,11 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
+    hooks::free(ptr)
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __libc_free(ptr: *mut c_void) {
     hooks::free(ptr)
 }
 
@@ -164,4 +178,17 @@ pub unsafe extern "C" fn ruby_vm_destruct(vm: *mut c_void) -> c_int {
 #[cfg_attr(not(test), no_mangle)]
 pub extern "C" fn mwrap_preload_api() -> *const mwrap_core::abi::PreloadApi {
     &crate::query::API
+}
+
+/// For the benchmark (`bench/native/fork_bench.c`): how many forks this
+/// process made and the nanoseconds spent in mwrap's fork handlers
+/// (prepare and parent) over all of them. Not part of the Ruby ABI.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn mwrap_fork_handler_stats(forks: *mut u64, nanos: *mut u64) {
+    use core::sync::atomic::Ordering;
+    // SAFETY: the caller passes two writable u64s.
+    unsafe {
+        forks.write(crate::state::FORKS.load(Ordering::Relaxed));
+        nanos.write(crate::state::FORK_HANDLER_NANOS.load(Ordering::Relaxed));
+    }
 }

@@ -177,11 +177,8 @@ pub unsafe fn free(user: *mut c_void) {
         return;
     }
     let hdr = LiveAllocation::from_user(user.cast());
-    if !tracker::release(hdr) {
-        return;
-    }
-    if let Some(real) = real::get() {
-        (real.free)(LiveAllocation::raw_block(hdr).cast());
+    if tracker::release(hdr) {
+        real::free_block(hdr);
     }
 }
 
@@ -216,7 +213,8 @@ pub unsafe fn realloc(user: *mut c_void, size: usize, caller: usize) -> *mut c_v
     let old_size = (*hdr).size();
     // The header moves with the block, so it must leave its site's list first.
     if !tracker::release(hdr) {
-        // Inside a fork handler: copy into a new block, keep the old one.
+        // A signal handler inside the table: the old block is kept (and
+        // freed later, see `tracker::release`); copy into a new one.
         let new = allocate(size, false, caller);
         if !new.is_null() {
             core::ptr::copy_nonoverlapping(user as *const u8, new as *mut u8, old_size.min(size));

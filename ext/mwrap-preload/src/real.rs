@@ -156,15 +156,26 @@ unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
         let Some(real) = get() else {
             return boot_alloc(layout.size(), layout.align());
         };
-        if layout.align() <= 16 {
-            (real.malloc)(layout.size()) as *mut u8
+        // malloc aligns to 16 only blocks of at least 16 bytes (jemalloc
+        // gives an 8-byte block 8-byte alignment), as std's System knows.
+        let p = if layout.align() <= 16 && layout.align() <= layout.size() {
+            // SAFETY: the real malloc, with any size.
+            unsafe { (real.malloc)(layout.size()) as *mut u8 }
         } else {
             let mut p = core::ptr::null_mut();
-            if (real.posix_memalign)(&mut p, layout.align(), layout.size()) != 0 {
-                return core::ptr::null_mut();
+            let align = layout.align().max(core::mem::size_of::<usize>());
+            // SAFETY: a power of two, multiple of the pointer size.
+            if unsafe { (real.posix_memalign)(&mut p, align, layout.size()) } != 0 {
+                p = core::ptr::null_mut();
             }
             p as *mut u8
+        };
+        if p.is_null() {
+            // Out of memory: the profiler's own small needs come from what
+            // is left of the bootstrap arena rather than aborting.
+            return boot_alloc(layout.size(), layout.align());
         }
+        p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: core::alloc::Layout) {
@@ -182,7 +193,7 @@ unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
         layout: core::alloc::Layout,
         new_size: usize,
     ) -> *mut u8 {
-        if layout.align() <= 16 && !boot_owns(ptr) {
+        if layout.align() <= 16 && layout.align() <= new_size && !boot_owns(ptr) {
             if let Some(real) = get() {
                 return (real.realloc)(ptr as *mut c_void, new_size) as *mut u8;
             }
@@ -196,6 +207,18 @@ unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
             self.dealloc(ptr, layout);
         }
         new
+    }
+}
+
+/// Gives a block of ours (its header at `hdr`) back to the real allocator.
+///
+/// # Safety
+/// `hdr` is the header of a block handed out by the hooks, out of every
+/// table, and the program is done with it.
+pub unsafe fn free_block(hdr: *mut mwrap_core::LiveAllocation) {
+    if let Some(real) = get() {
+        // SAFETY: per this function's contract.
+        unsafe { (real.free)(mwrap_core::LiveAllocation::raw_block(hdr).cast()) };
     }
 }
 

@@ -22,7 +22,7 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-use crate::thread_state::ThreadState;
+use crate::thread_data::ThreadData;
 
 type HasGvlFn = unsafe extern "C" fn() -> c_int;
 type SourceLocationFn = unsafe extern "C" fn(*mut c_int) -> *const c_char;
@@ -56,7 +56,16 @@ struct RubyRuntime {
     vm_ptr: *const *const c_void,
 }
 
+/// Where the runtime lives once found: a static, not a heap block, so
+/// that finding Ruby cannot fail for lack of memory.
+struct RuntimeCell(core::cell::UnsafeCell<core::mem::MaybeUninit<RubyRuntime>>);
+// SAFETY: written once by the thread that publishes RUNTIME, read after.
+unsafe impl Sync for RuntimeCell {}
+static RUNTIME_STORAGE: RuntimeCell =
+    RuntimeCell(core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()));
 static RUNTIME: AtomicPtr<RubyRuntime> = AtomicPtr::new(core::ptr::null_mut());
+/// Set by the one thread that fills RUNTIME_STORAGE.
+static ATTACHING: AtomicBool = AtomicBool::new(false);
 static VM_TORN_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// The Ruby frame that is allocating: a cache key that names one
@@ -93,8 +102,21 @@ unsafe fn known_frame_layout() -> bool {
     (major == 2 && minor >= 6) || (major == 3 && minor <= 4)
 }
 
+/// `dlsym(RTLD_DEFAULT, name)`. A miss leaves an error pending that the
+/// program would read from its next `dlerror()`. It is cleared by a lookup
+/// that succeeds (glibc resets the pending error at every `dl*` call), not
+/// by calling `dlerror()`: that translates the message, which takes the
+/// locale lock, and the first malloc of a program can come from inside
+/// `setlocale` holding it.
 unsafe fn sym(name: &core::ffi::CStr) -> *mut c_void {
-    libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr())
+    // SAFETY: dlsym with NUL-terminated names.
+    unsafe {
+        let p = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+        if p.is_null() {
+            libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
+        }
+        p
+    }
 }
 
 /// Looks for libruby's symbols; a no-op once found. Call with the recursion
@@ -119,7 +141,7 @@ pub fn attach() {
         }
         let source_location = sym(c"rb_source_location_cstr");
         let during_gc = sym(c"rb_during_gc");
-        let rt = Box::new(RubyRuntime {
+        let rt = RubyRuntime {
             has_gvl: core::mem::transmute::<*mut c_void, HasGvlFn>(has_gvl),
             source_location: (!source_location.is_null())
                 .then(|| core::mem::transmute::<*mut c_void, SourceLocationFn>(source_location)),
@@ -139,19 +161,12 @@ pub fn attach() {
                 })
             },
             vm_ptr: vm_ptr as *const *const c_void,
-        });
-        let rt = Box::into_raw(rt);
-        if RUNTIME
-            .compare_exchange(
-                core::ptr::null_mut(),
-                rt,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
-            drop(Box::from_raw(rt));
+        };
+        if ATTACHING.swap(true, Ordering::AcqRel) {
+            return; // another thread is publishing the same symbols
         }
+        let slot = (*RUNTIME_STORAGE.0.get()).write(rt);
+        RUNTIME.store(slot, Ordering::Release);
     }
 }
 
@@ -169,7 +184,7 @@ pub fn mark_vm_torn_down() {
 /// call into Ruby: the VM is up and not being destroyed, the thread holds
 /// the GVL and has an EC.
 #[inline]
-fn with_gvl(ts: &ThreadState) -> Option<(&'static RubyRuntime, *const c_void)> {
+fn with_gvl(ts: &ThreadData) -> Option<(&'static RubyRuntime, *const c_void)> {
     let rt = RUNTIME.load(Ordering::Acquire);
     if rt.is_null() || VM_TORN_DOWN.load(Ordering::Acquire) {
         return None;
@@ -178,14 +193,9 @@ fn with_gvl(ts: &ThreadState) -> Option<(&'static RubyRuntime, *const c_void)> {
     // listed at the top of this file, in order.
     unsafe {
         let rt = &*rt;
-        let mut ec_slot = ts.ruby_ec_slot.get();
+        let ec_slot = ec_slot(ts);
         if ec_slot.is_null() {
-            // dlsym of a TLS symbol returns the calling thread's copy.
-            ec_slot = sym(c"ruby_current_ec") as *const *const c_void;
-            if ec_slot.is_null() {
-                return None;
-            }
-            ts.ruby_ec_slot.set(ec_slot);
+            return None;
         }
         let ec = *ec_slot;
         if ec.is_null() || (*rt.vm_ptr).is_null() || (rt.has_gvl)() == 0 {
@@ -195,8 +205,34 @@ fn with_gvl(ts: &ThreadState) -> Option<(&'static RubyRuntime, *const c_void)> {
     }
 }
 
+/// The execution context of the fiber running on this thread, or 0
+/// without Ruby: a key for per-fiber state, never dereferenced. Reading
+/// our own thread's `ruby_current_ec` touches no Ruby object.
+pub fn current_ec(ts: &ThreadData) -> usize {
+    if RUNTIME.load(Ordering::Acquire).is_null() {
+        return 0;
+    }
+    let slot = ec_slot(ts);
+    if slot.is_null() {
+        return 0;
+    }
+    // SAFETY: `slot` is this thread's copy of a TLS pointer variable.
+    unsafe { *slot as usize }
+}
+
+/// This thread's `&ruby_current_ec`, looked up once per thread.
+fn ec_slot(ts: &ThreadData) -> *const *const c_void {
+    let mut slot = ts.ruby_ec_slot.get();
+    if slot.is_null() {
+        // SAFETY: dlsym of a TLS symbol returns the calling thread's copy.
+        slot = unsafe { sym(c"ruby_current_ec") } as *const *const c_void;
+        ts.ruby_ec_slot.set(slot);
+    }
+    slot
+}
+
 /// The current GC generation, when this thread may ask Ruby (also during GC).
-pub fn generation_with_gvl(ts: &ThreadState) -> Option<u64> {
+pub fn generation_with_gvl(ts: &ThreadData) -> Option<u64> {
     let (rt, _) = with_gvl(ts)?;
     // SAFETY: with_gvl checked that Ruby may be called.
     Some(unsafe { (rt.gc_count)() } as u64)
@@ -204,7 +240,7 @@ pub fn generation_with_gvl(ts: &ThreadState) -> Option<u64> {
 
 /// The Ruby frame running on this thread, when it is safe to ask.
 #[inline]
-pub fn current_frame(ts: &ThreadState) -> Option<RubyFrame> {
+pub fn current_frame(ts: &ThreadData) -> Option<RubyFrame> {
     let (rt, ec) = with_gvl(ts)?;
     // SAFETY: with_gvl checked that Ruby may be called; the frame layout
     // is only read when `known_frame_layout` accepted this Ruby.
