@@ -128,6 +128,19 @@ RSpec.describe "exe/mwrap" do
       end
     end
 
+    it "runs from a tree without the native extension: it loads only pure-Ruby files" do
+      Dir.mktmpdir do |dir|
+        lib = File.join(dir, "lib")
+        FileUtils.mkdir_p([File.join(dir, "exe"), File.join(lib, "mwrap")])
+        FileUtils.cp(MwrapSpecHelpers::EXE, File.join(dir, "exe"))
+        FileUtils.cp(Dir[File.join(MwrapSpecHelpers::LIB, "mwrap", "*.rb")], File.join(lib, "mwrap"))
+        FileUtils.ln_s(preload, File.join(lib, "mwrap", "libmwrap_preload.so"))
+        expect(Dir[File.join(lib, "**", "*_ext.so")]).to be_empty
+        r = capture({}, RbConfig.ruby, File.join(dir, "exe", "mwrap"), "sh", "-c", 'echo "$LD_PRELOAD"')
+        expect([r.stdout, r.stderr, r.exitstatus]).to eq(["#{File.join(lib, 'mwrap', 'libmwrap_preload.so')}\n", "", 0])
+      end
+    end
+
     it "profiles a non-Ruby command: MWRAP=dump_path writes native 0x locations" do
       Dir.mktmpdir do |dir|
         dump = File.join(dir, "dump.txt")
@@ -137,6 +150,62 @@ RSpec.describe "exe/mwrap" do
         rows = parse_dump(path: dump)
         expect(rows).not_to be_empty
         expect(rows.map(&:location)).to include(a_string_matching(/0x\h+/))
+      end
+    end
+  end
+
+  # Environment values are bytes: under a UTF-8 locale Ruby tags them UTF-8
+  # even when they are not valid UTF-8.
+  describe "environment values that are not UTF-8, under a UTF-8 locale" do
+    let(:utf8_locale) { { "LANG" => "C.UTF-8", "LC_ALL" => "C.UTF-8" } }
+    # This process's libc: preloading it again changes nothing.
+    let(:libc) { File.readlines("/proc/self/maps").map { |l| l.split[5] }.compact.grep(%r{/libc\.so}).first }
+
+    before do
+      require_preload!
+      locale = capture(utf8_locale.merge("MWRAP" => "x"), RbConfig.ruby, "-e",
+                       "print Encoding.default_external, ENV['MWRAP'].encoding")
+      expect(locale.stdout).to eq("UTF-8UTF-8"), "C.UTF-8 is not a UTF-8 locale here: #{locale.stdout}"
+    end
+
+    it "runs the command as it runs under the preload alone when MWRAP is not UTF-8" do
+      env = utf8_locale.merge("MWRAP" => "dump_min:1,\xFFbad:\xFE".b)
+      command = [RbConfig.ruby, "-e", "puts 6*7"]
+      direct = capture(env.merge("LD_PRELOAD" => preload), *command)
+      expect(direct.stdout).to eq("42\n")
+      expect(direct.stderr).to include("mwrap: ignoring bad MWRAP entries")
+      wrapped = run_mwrap(*command, env: env)
+      expect([wrapped.stdout, wrapped.stderr, wrapped.exitstatus])
+        .to eq([direct.stdout, direct.stderr, direct.exitstatus])
+    end
+
+    it "keeps dump_fd:N open across exec when MWRAP also holds bytes that are not UTF-8" do
+      Dir.mktmpdir do |dir|
+        out = File.join(dir, "dump")
+        File.open(out, "w") do |f|
+          env = clean_env(utf8_locale.merge("MWRAP" => "\xFF:1,dump_fd:#{f.fileno}".b))
+          pid = Process.spawn(env, RbConfig.ruby, MwrapSpecHelpers::EXE, "sh", "-c", "echo hello >&#{f.fileno}",
+                              f.fileno => f.fileno, err: File::NULL)
+          Process.wait(pid)
+          expect($?.exitstatus).to eq(0)
+        end
+        expect(File.read(out)).to start_with("hello\n")
+      end
+    end
+
+    it "keeps an LD_PRELOAD entry that is not UTF-8 as it is" do
+      Dir.mktmpdir do |dir|
+        odd_dir = File.join(dir.b, "\xFF\xFE".b)
+        Dir.mkdir(odd_dir)
+        entry = File.join(odd_dir, "libc.so.6")
+        File.symlink(libc, entry)
+        command = ["sh", "-c", 'printf "%s" "$LD_PRELOAD"']
+        wrapped = run_mwrap(*command, env: utf8_locale.merge("LD_PRELOAD" => "#{entry} #{preload}".b))
+        expect(wrapped.stdout.b).to eq("#{preload}:#{entry}".b)
+        direct = capture(utf8_locale.merge("LD_PRELOAD" => "#{preload}:#{entry}".b), *command)
+        expect([wrapped.stdout, wrapped.stderr, wrapped.exitstatus])
+          .to eq([direct.stdout, direct.stderr, direct.exitstatus])
+        expect(wrapped.stderr).to eq("")
       end
     end
   end
