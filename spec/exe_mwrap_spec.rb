@@ -128,6 +128,29 @@ RSpec.describe "exe/mwrap" do
       end
     end
 
+    it "says a directory is a directory and exits 126, as a shell does" do
+      shell = capture({}, "sh", "-c", '"$0"', Dir.tmpdir)
+      expect(shell.exitstatus).to eq(126)
+      r = run_mwrap(Dir.tmpdir)
+      expect(r.stderr).to eq("mwrap: #{Dir.tmpdir}: is a directory\n")
+      expect(r.exitstatus).to eq(shell.exitstatus)
+      r = run_mwrap("lib/") # relative to the command's directory (ROOT)
+      expect([r.stderr, r.exitstatus]).to eq(["mwrap: lib/: is a directory\n", 126])
+      # A name without a slash is looked for in PATH only, as a shell does.
+      r = run_mwrap("lib")
+      expect([r.stderr, r.exitstatus]).to eq(["mwrap: lib: command not found\n", 127])
+    end
+
+    it "says Permission denied for a file that is not executable" do
+      Dir.mktmpdir do |dir|
+        path = File.join(dir, "not-executable")
+        File.write(path, "#!/bin/sh\nexit 0\n")
+        File.chmod(0o644, path)
+        r = run_mwrap(path)
+        expect([r.stderr, r.exitstatus]).to eq(["mwrap: #{path}: Permission denied\n", 126])
+      end
+    end
+
     it "runs from a tree without the native extension: it loads only pure-Ruby files" do
       Dir.mktmpdir do |dir|
         lib = File.join(dir, "lib")
