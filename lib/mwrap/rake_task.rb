@@ -4,7 +4,7 @@ require "rake"
 require "rake/tasklib"
 require "rbconfig"
 require "mwrap/error"
-require "mwrap/preload_path"
+require "mwrap/ld_preload"
 
 module Mwrap
   # The workload of a Mwrap::RakeTask kept growing beyond its limits (the
@@ -100,9 +100,7 @@ module Mwrap
     # The child's environment: the preload first in LD_PRELOAD, other
     # entries kept, stale copies of mwrap's preload dropped (as exe/mwrap).
     def environment
-      entries = ENV.fetch("LD_PRELOAD", "").split(/[: \t]+/).reject(&:empty?)
-      entries.reject! { |path| File.basename(path) == Mwrap::PRELOAD_BASENAME }
-      { "LD_PRELOAD" => [preload, *entries].join(":") }
+      { "LD_PRELOAD" => LdPreload.value(preload) }
     end
 
     # Runs the check (what the task does). Raises MemoryGrowthError on failure.
@@ -114,7 +112,8 @@ module Mwrap
 
       cmd = command
       env = environment
-      $stderr.puts("LD_PRELOAD=#{env['LD_PRELOAD']} #{cmd.join(' ')}") if verbose
+      # Bytes: LD_PRELOAD may hold entries that are not valid in the locale's encoding.
+      $stderr.puts(["LD_PRELOAD=#{env['LD_PRELOAD']}", *cmd].map(&:b).join(" ")) if verbose
       system(env, *cmd)
       status = $?
       return if status.success?

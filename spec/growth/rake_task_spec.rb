@@ -83,6 +83,26 @@ RSpec.describe Mwrap::RakeTask do
       ENV["LD_PRELOAD"] = saved
     end
 
+    it "passes an LD_PRELOAD entry that is not UTF-8 to the child as it is, and prints it with verbose" do
+      require_preload!
+      saved = ENV.fetch("LD_PRELOAD", nil)
+      Dir.mktmpdir do |dir|
+        workload = File.join(dir, "wörk.rb") # a UTF-8 command line next to binary LD_PRELOAD bytes
+        File.write(workload, "nil\n")
+        odd = "/nonexistent/\xFF\xFE/libodd.so".b
+        ENV["LD_PRELOAD"] = "#{odd} /old/libmwrap_preload.so".b
+        t = define(workload: workload, libs: [MwrapSpecHelpers::LIB], verbose: true)
+        expect(t.environment["LD_PRELOAD"].b.split(":").drop(1)).to eq([odd])
+        # ld.so in the child names the entry it cannot load: the bytes arrived unchanged.
+        expected = Regexp.new("\\ALD_PRELOAD=\\S*#{Regexp.escape(odd)} .*#{Regexp.escape(workload.b)}\n" \
+                              ".*object '#{Regexp.escape(odd)}'".b, Regexp::MULTILINE)
+        expect { t.run }.to output(satisfy("print #{expected.inspect}") { |err| err.b.match?(expected) })
+          .to_stderr_from_any_process
+      end
+    ensure
+      ENV["LD_PRELOAD"] = saved
+    end
+
     it "fails with a clear error naming a missing workload file" do
       expect { define(workload: "test/memory/nope.rb").run }
         .to raise_error(Mwrap::MemoryGrowthError, %r{memcheck: workload file not found: test/memory/nope\.rb})
