@@ -6,6 +6,17 @@ require "tmpdir"
 RSpec.describe "exe/mwrap" do
   let(:preload) { File.join(MwrapSpecHelpers::LIB, "mwrap", "libmwrap_preload.so") }
 
+  # `ruby -e 'puts 6*7'` with `env` must print, say and exit under exe/mwrap
+  # what it does under the preload alone; returns the preload-alone run.
+  def expect_same_as_preload_alone(env)
+    command = [RbConfig.ruby, "-e", "puts 6*7"]
+    direct = capture(env.merge("LD_PRELOAD" => preload), *command)
+    expect(direct.stdout).to eq("42\n")
+    wrapped = run_mwrap(*command, env: env)
+    expect([wrapped.stdout, wrapped.stderr, wrapped.exitstatus]).to eq([direct.stdout, direct.stderr, direct.exitstatus])
+    direct
+  end
+
   describe "usage" do
     it "prints usage on stderr and exits 2 without arguments" do
       r = run_mwrap
@@ -113,6 +124,10 @@ RSpec.describe "exe/mwrap" do
       end
     end
 
+    it "runs the command when dump_fd is no descriptor number, as the preload alone does" do
+      expect_same_as_preload_alone("MWRAP" => "dump_fd:99999999999999999999")
+    end
+
     it "inherits systemd LISTEN_FDS descriptors when LISTEN_PID is its own pid" do
       Dir.mktmpdir do |dir|
         out = File.join(dir, "out")
@@ -192,14 +207,8 @@ RSpec.describe "exe/mwrap" do
     end
 
     it "runs the command as it runs under the preload alone when MWRAP is not UTF-8" do
-      env = utf8_locale.merge("MWRAP" => "dump_min:1,\xFFbad:\xFE".b)
-      command = [RbConfig.ruby, "-e", "puts 6*7"]
-      direct = capture(env.merge("LD_PRELOAD" => preload), *command)
-      expect(direct.stdout).to eq("42\n")
+      direct = expect_same_as_preload_alone(utf8_locale.merge("MWRAP" => "dump_min:1,\xFFbad:\xFE".b))
       expect(direct.stderr).to include("mwrap: ignoring bad MWRAP entries")
-      wrapped = run_mwrap(*command, env: env)
-      expect([wrapped.stdout, wrapped.stderr, wrapped.exitstatus])
-        .to eq([direct.stdout, direct.stderr, direct.exitstatus])
     end
 
     it "keeps dump_fd:N open across exec when MWRAP also holds bytes that are not UTF-8" do
