@@ -2,6 +2,7 @@
 
 require "spec_helper"
 require "tmpdir"
+require File.join(MwrapSpecHelpers::LIB, "mwrap", "version")
 
 RSpec.describe "exe/mwrap" do
   let(:preload) { File.join(MwrapSpecHelpers::LIB, "mwrap", "libmwrap_preload.so") }
@@ -37,7 +38,7 @@ RSpec.describe "exe/mwrap" do
     it "prints its version" do
       r = run_mwrap("--version")
       expect(r.exitstatus).to eq(0)
-      expect(r.stdout).to eq("mwrap 0.1.0\n")
+      expect(r.stdout).to eq("mwrap #{Mwrap::VERSION}\n")
     end
 
     it "rejects an unknown option before the command with usage and exit 2" do
