@@ -17,8 +17,11 @@ module Mwrap
   # Run the tests under the preload: `mwrap ruby -Itest test/…_test.rb`.
   # Returns the Mwrap::Growth::Report.
   module MinitestAssertions
+    KEYWORDS = [*Growth::MEASURE_KEYWORDS, *Growth::LIMIT_KEYWORDS, :message].freeze
+
     def assert_no_memory_growth(rounds: 5, warmup: 2, max_growth: 0, max_growth_per_location: nil, min_growth: 0,
-                                ignore: [], message: nil, &block)
+                                ignore: [], message: nil, **unknown, &block)
+      Growth.check_keywords!(unknown, KEYWORDS, "assert_no_memory_growth")
       raise ArgumentError, "assert_no_memory_growth needs a block (the workload)" unless block
 
       Growth.check_limits!(max_growth, max_growth_per_location)

@@ -83,6 +83,9 @@ RSpec.describe "memory-growth matchers" do
           it "validates its options" do
             expect { leak_memory(rounds: 0) }.to raise_error(ArgumentError, /rounds/)
             expect { leak_memory(max_growth: -1) }.to raise_error(ArgumentError, /max_growth/)
+            expect { leak_memory(max_growht: 1) }
+              .to raise_error(ArgumentError, "leak_memory: unknown keyword :max_growht (known keywords: " \
+                                             "rounds, warmup, min_growth, ignore, max_growth, max_growth_per_location)")
           end
         end
       RUBY

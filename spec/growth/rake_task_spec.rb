@@ -53,6 +53,23 @@ RSpec.describe Mwrap::RakeTask do
         .to raise_error(ArgumentError, /workload must be set/)
     end
 
+    it "checks the measurement's values with Mwrap.measure_growth's own checks, naming the task" do
+      expect { define(min_growth: 1.5) }
+        .to raise_error(ArgumentError, "Mwrap::RakeTask memcheck: min_growth must be an Integer >= 0 (bytes), got 1.5")
+      expect { define(max_growth_per_location: "1") }
+        .to raise_error(ArgumentError, "Mwrap::RakeTask memcheck: max_growth_per_location must be nil or " \
+                                       'an Integer >= 0 (bytes), got "1"')
+    end
+
+    it "loads without the native extension (a Rakefile may load before `rake compile` has run)" do
+      r = capture({}, RbConfig.ruby, "-I", MwrapSpecHelpers::LIB, "-e",
+                  'require "mwrap/rake_task"; puts $LOADED_FEATURES.grep(/mwrap/).map { |f| File.basename(f) }')
+      expect(r.stderr).to eq("")
+      loaded = r.stdout.lines(chomp: true)
+      expect(loaded).to include("rake_task.rb", "options.rb")
+      expect(loaded.grep(/_ext/)).to be_empty
+    end
+
     it "raises NoMethodError for an unknown attribute" do
       expect { define(roundz: 3) }.to raise_error(NoMethodError, /roundz=/)
     end
