@@ -4,7 +4,8 @@ require "minitest"
 require "mwrap/growth"
 
 module Mwrap
-  # Minitest assertion, included into Minitest::Test by
+  # Minitest assertion, included into Minitest::Assertions (so into
+  # Minitest::Test, Minitest::Spec and any class using the assertions) by
   # `require "mwrap/minitest"`:
   #
   #   assert_no_memory_growth { work }
@@ -36,4 +37,5 @@ module Mwrap
   end
 end
 
-Minitest::Test.include(Mwrap::MinitestAssertions)
+# Classes that included Minitest::Assertions before this line get it too (Ruby >= 3.0).
+Minitest::Assertions.include(Mwrap::MinitestAssertions)
