@@ -16,7 +16,7 @@ rescue LoadError
 end
 require "mwrap/rack"
 
-RSpec.describe Mwrap::Rack do
+RSpec.describe Mwrap::RackApp do
   before { skip "rack is not installed (Debian: apt-get install ruby-rack)" unless defined?(::Rack::MockRequest) }
 
   let(:request) { ::Rack::MockRequest.new(::Rack::Lint.new(described_class.new)) }
@@ -29,6 +29,27 @@ RSpec.describe Mwrap::Rack do
   it "is also MwrapRack, mwrap 2.x's name, and runs on the installed Rack" do
     expect(MwrapRack).to equal(described_class)
     expect(::Rack.release).to match(/\A[23]\./)
+  end
+
+  it "still answers to Mwrap::Rack, warning once with the new name and the caller's line; Rack in Mwrap is ::Rack" do
+    Dir.mktmpdir do |dir|
+      path, r = run_script(<<~'RUBY', dir: dir, preload: nil)
+        require "mwrap/rack"
+        old = Mwrap::Rack
+        2.times { Mwrap::Rack }
+        without_rack = Mwrap.module_eval("Rack") # no ::Rack yet: the old name
+        require "rack"
+        p [without_rack, old, MwrapRack].map { |app| app.equal?(Mwrap::RackApp) }
+        p [Mwrap.module_eval("Rack"), Mwrap.module_eval { Rack }].map { |rack| rack.equal?(::Rack) }
+        module Mwrap
+          p Rack.equal?(::Rack)
+        end
+        p Mwrap::Rack.equal?(Mwrap::RackApp)
+      RUBY
+      expect(r.stdout).to eq("[true, true, true]\n[true, true]\ntrue\ntrue\n")
+      expect(r.stderr).to eq("#{path}:2: warning: Mwrap::Rack is deprecated: use Mwrap::RackApp (or MwrapRack)\n")
+      expect(r.exitstatus).to eq(0)
+    end
   end
 
   describe "in this process (no preload: empty tables)" do
@@ -109,7 +130,7 @@ RSpec.describe Mwrap::Rack do
           keep = []
           keep << ("helloworld" * 1000) # cold
           keep << ("helloworld" * 1000) # warm
-          req = Rack::MockRequest.new(Rack::Lint.new(Mwrap::Rack.new))
+          req = Rack::MockRequest.new(Rack::Lint.new(Mwrap::RackApp.new))
           rack_rb = $LOADED_FEATURES.find { |f| f.end_with?("/mwrap/rack.rb") }
           Mwrap.clear
           keep << ("helloworld" * 1000) # measured
@@ -179,7 +200,7 @@ RSpec.describe Mwrap::Rack do
           keep << ("helloworld" * 1000) # cold
           keep << ("helloworld" * 1000) # warm
           loc = "#{__FILE__}:#{__LINE__ - 1}"
-          req = Rack::MockRequest.new(Mwrap::Rack.new)
+          req = Rack::MockRequest.new(Mwrap::RackApp.new)
           list = req.get("/each/0").body
           href = list[%r{<a href="([^"]*)">#{Regexp.escape(CGI.escapeHTML(loc))}</a>}, 1]
           at = req.get(CGI.unescapeHTML(href))
@@ -219,7 +240,7 @@ RSpec.describe Mwrap::Rack do
           loc = "#{__FILE__}:#{__LINE__ - 1}"
           server = WEBrick::HTTPServer.new(BindAddress: "127.0.0.1", Port: 0,
                                            Logger: WEBrick::Log.new(IO::NULL), AccessLog: [])
-          server.mount("/mwrap", Rack::Handler::WEBrick, Mwrap::Rack.new)
+          server.mount("/mwrap", Rack::Handler::WEBrick, Mwrap::RackApp.new)
           thread = Thread.new { server.start }
           port = server.config[:Port]
           get = lambda do |path|

@@ -9,7 +9,7 @@ module Mwrap
   # running under the preload. Mount it in config.ru:
   #
   #   require "mwrap/rack"
-  #   map("/mwrap") { run Mwrap::Rack.new }
+  #   map("/mwrap") { run Mwrap::RackApp.new }
   #
   # Routes (GET or HEAD):
   #
@@ -28,7 +28,9 @@ module Mwrap
   # path is a 404. Every page is built as one String inside Mwrap.quiet (so
   # serving it records nothing), HTML-escaped, with Cache-Control: no-cache.
   # It depends on no Rack code and works with Rack 2 and 3.
-  class Rack
+  #
+  # Not named Mwrap::Rack: inside `module Mwrap`, `Rack` must mean ::Rack.
+  class RackApp
     # Columns of /each, in order; the sort values allowed.
     COLUMNS = %w[total allocations frees mean_life max_life location].freeze
     # GC.stat keys shown on /heap_pages (those this Ruby knows).
@@ -213,7 +215,20 @@ module Mwrap
       page("#{status} #{message}", "<p>#{h(message)}</p>\n", status: status, headers: headers)
     end
   end
+
+  # mwrap 0.1.0 named the application Mwrap::Rack. That name still works,
+  # with a warning once per process, but is no constant, so that `Rack`
+  # inside `module Mwrap` finds ::Rack.
+  def self.const_missing(name)
+    return super unless name == :Rack
+
+    unless @rack_app_rename_warned
+      @rack_app_rename_warned = true
+      warn "Mwrap::Rack is deprecated: use Mwrap::RackApp (or MwrapRack)", uplevel: 1
+    end
+    RackApp
+  end
 end
 
 # mwrap 2.x's name for the application.
-MwrapRack = Mwrap::Rack
+MwrapRack = Mwrap::RackApp
