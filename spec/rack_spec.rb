@@ -97,6 +97,15 @@ RSpec.describe Mwrap::RackApp do
       expect(request.get("/%3Cscript%3E").body).not_to include("<script>")
     end
 
+    it "decodes an /at/ location byte for byte: not UTF-8, odd bytes, % not followed by hex digits" do
+      ["/a\xFF\xFE b.rb:1".b, (1..255).map(&:chr).join.b, "100%.rb:2", "%zz%2.rb:3", "a%2Fb+c.rb:4"].each do |loc|
+        res = request.get("/at/#{loc.b.gsub(/[^A-Za-z0-9_.~-]/n) { |c| format('%%%02X', c.ord) }}")
+        expect(res.status).to eq(404)
+        named = loc.b.force_encoding(Encoding::UTF_8)
+        expect(res.body).to include(CGI.escapeHTML("no allocation was ever made at #{named.inspect}")), loc.inspect
+      end
+    end
+
     it "answers HEAD without a body and other methods with 405" do
       head = request.request("HEAD", "/each/0")
       expect(head.status).to eq(200)
@@ -218,6 +227,30 @@ RSpec.describe Mwrap::RackApp do
         generation = rows.find { |c| c.first == "10001" && c.size == 2 }&.last
         expect(Integer(generation)).to be_between(0, gc_count)
         expect(v[:unknown]).to eq(404)
+      end
+    end
+
+    it "links a location whose file name is not UTF-8 and holds % sequences, and serves its page" do
+      Dir.mktmpdir do |dir|
+        code = MwrapApiHelpers::SHOW + <<~'RUBY'
+          require "rack"
+          require "rack/mock"
+          require "cgi"
+          require "mwrap/rack"
+          keep = []
+          keep << ("helloworld" * 1000) # cold
+          keep << ("helloworld" * 1000) # warm
+          req = Rack::MockRequest.new(Rack::Lint.new(Mwrap::RackApp.new))
+          hrefs = req.get("/each/0").body.scan(/<a href="([^"]*)">/).flatten.map { |h| CGI.unescapeHTML(h) }
+          show :pages, hrefs.grep(%r{\A/at/}).to_h { |href| [href, req.get(href).then { |r| [r.status, r.body.b]}] }
+        RUBY
+        path, out = run_api(code, dir: dir.b, name: "odd \xFF\xFE %2F%zz+&.rb".b)
+        loc = "#{path}:#{line_of(code, '# warm')}".b
+        # Every byte but A-Z a-z 0-9 _ . ~ - as %XX: the links' encoding, "/" included.
+        href = "/at/#{loc.gsub(/[^A-Za-z0-9_.~-]/n) { |c| format('%%%02X', c.ord) }}"
+        status, body = values(out)[:pages].fetch(href) { raise "no link #{href} in #{values(out)[:pages].keys}" }
+        expect(status).to eq(200)
+        expect(body).to include("<tr><th>total</th><td>10001</td></tr>", "<tr><th>live_count</th><td>1</td></tr>")
       end
     end
 

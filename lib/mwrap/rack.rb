@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "cgi"
+require "erb"
 require "uri"
 require "mwrap"
 
@@ -37,6 +38,10 @@ module Mwrap
     GC_STAT_KEYS = %i[count heap_allocated_pages heap_live_slots heap_free_slots
                       total_allocated_pages total_freed_pages].freeze
     HTML = "text/html; charset=utf-8"
+    # Percent-decoding alone ("+" stays "+"), of any bytes. URI::DEFAULT_PARSER
+    # is this parser in Ruby 3.1, but an RFC 3986 one whose #unescape warns
+    # from uri 1.0 (Ruby 3.4); URI::RFC2396_PARSER is not in Ruby 3.1's uri.
+    URI_DECODER = URI::RFC2396_Parser.new
 
     def call(env)
       method = env["REQUEST_METHOD"]
@@ -103,7 +108,8 @@ module Mwrap
       end
       out << "</tr>\n"
       rows.each do |total, allocations, frees, mean_life, max_life, loc|
-        href = "#{base}/at/#{escape_location(loc)}"
+        # Every byte but A-Z a-z 0-9 _ . ~ - percent-encoded, "/" too: one path segment.
+        href = "#{base}/at/#{ERB::Util.url_encode(loc)}"
         out << "<tr><td>#{total}</td><td>#{allocations}</td><td>#{frees}</td>" \
                "<td>#{format_life(mean_life)}</td><td>#{max_life}</td>" \
                "<td><a href=\"#{h(href)}\">#{h(loc)}</a></td></tr>\n"
@@ -178,15 +184,9 @@ module Mwrap
         nil
       end
       encoded = raw && raw[%r{/at/([^/]+)\z}, 1]
-      unescape_location(encoded || path_rest)
-    end
-
-    def escape_location(loc)
-      loc.b.gsub(/[^A-Za-z0-9_.~-]/n) { |c| format("%%%02X", c.ord) }
-    end
-
-    def unescape_location(text)
-      text.b.gsub(/%(\h\h)/n) { Regexp.last_match(1).hex.chr }.force_encoding(Encoding::UTF_8)
+      # Decoded as bytes, then named in UTF-8 as Mwrap.each names locations
+      # (a "%" not followed by two hex digits stays as it is).
+      URI_DECODER.unescape((encoded || path_rest).b).force_encoding(Encoding::UTF_8)
     end
 
     def format_life(value)
