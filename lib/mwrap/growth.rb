@@ -1,8 +1,6 @@
 # frozen_string_literal: true
 
-# Measuring how much memory a workload keeps each time it runs, per Ruby
-# line (or native caller), to fail a build when it keeps growing. See
-# Mwrap.measure_growth and the README's "Memory checks in CI".
+# Mwrap::Growth and Mwrap.measure_growth, in four files:
 #
 # - growth/measure.rb: running the workload and taking the snapshots
 #   (needs the extension, and the preload to record anything);

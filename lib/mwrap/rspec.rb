@@ -17,7 +17,9 @@ module Mwrap
   module RSpecMatchers
     # The matcher object behind #leak_memory.
     class LeakMemory
-      KEYWORDS = [*Growth::MEASURE_KEYWORDS, *Growth::LIMIT_KEYWORDS].freeze
+      OPTIONS = Growth::MEASURE_KEYWORDS
+      LIMITS = Growth::LIMIT_KEYWORDS
+      KEYWORDS = [*OPTIONS, *LIMITS].freeze
 
       # The Mwrap::Growth::Report of the last match, for inspection.
       attr_reader :report

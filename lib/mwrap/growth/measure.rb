@@ -19,6 +19,9 @@ module Mwrap
     end
   end
 
+  # Measuring how much memory a workload keeps each time it runs, per Ruby
+  # line (or native caller), to fail a build when it keeps growing. See
+  # Mwrap.measure_growth and the README's "Memory checks in CI".
   module Growth
     module_function
 
