@@ -212,6 +212,7 @@ mod tests {
         HeaderList::orphan_all(&mut part);
         // SAFETY: orphaned headers stay valid.
         assert_eq!(unsafe { HeaderList::owner(hs[1]) }, UNTRACKED_SITE);
+        // SAFETY: as above.
         assert_eq!(unsafe { HeaderList::remove(&mut part, hs[1], 7) }, None);
         assert_eq!(HeaderList::len_hint(&part), 0);
     }

@@ -14,8 +14,8 @@
 //! - `lifecycle`: fork and exit; `dump`: the dump at exit
 //! - `query`: the read side, exported to the Ruby extension; `names`: dladdr
 
-#![warn(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
 mod config;

@@ -19,6 +19,9 @@ static NEXT_DLCLOSE: core::sync::atomic::AtomicPtr<c_void> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// `dlclose`, counted while it runs.
+///
+/// # Safety
+/// As for the C function.
 pub unsafe fn dlclose(handle: *mut c_void) -> c_int {
     type DlcloseFn = unsafe extern "C" fn(*mut c_void) -> c_int;
     let mut next = NEXT_DLCLOSE.load(Ordering::Acquire);
@@ -31,7 +34,8 @@ pub unsafe fn dlclose(handle: *mut c_void) -> c_int {
         NEXT_DLCLOSE.store(next, Ordering::Release);
     }
     DLCLOSE_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-    let rc = core::mem::transmute::<*mut c_void, DlcloseFn>(next)(handle);
+    // SAFETY: `next` is the loader's dlclose; the handle is the caller's.
+    let rc = unsafe { core::mem::transmute::<*mut c_void, DlcloseFn>(next)(handle) };
     DLCLOSE_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     rc
 }

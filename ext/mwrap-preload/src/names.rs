@@ -101,13 +101,21 @@ fn read_own_memory(src: usize, dst: &mut [u8]) -> Option<usize> {
 /// Fallback of [`read_own_memory`]: copies `dst.len()` bytes (all on one
 /// page) if that page is mapped. `msync` fails with ENOMEM on an address
 /// that is not mapped.
+///
+/// # Safety
+/// `src..src + dst.len()` lies within one page.
 unsafe fn mapped_copy(src: usize, dst: &mut [u8]) -> Option<usize> {
     let first = src & !(PAGE - 1);
-    let rc = errno::preserved(|| libc::msync(first as *mut libc::c_void, PAGE, libc::MS_ASYNC));
+    // SAFETY: msync only asks the kernel about the page.
+    let rc = errno::preserved(|| unsafe {
+        libc::msync(first as *mut libc::c_void, PAGE, libc::MS_ASYNC)
+    });
     if rc != 0 {
         return None;
     }
-    core::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
+    // SAFETY: the page is mapped (a racing dlclose can still unmap it: the
+    // reason process_vm_readv is tried first); the copy stays in it.
+    unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
     Some(dst.len())
 }
 

@@ -58,6 +58,7 @@ fn resolve_slow() -> Option<&'static RealAllocator> {
         // Either we are inside our own dlsym (recursion), or another thread
         // is resolving: both are served by the bootstrap arena.
         return if STATE.load(Ordering::Acquire) == READY {
+            // SAFETY: READY is only stored after REAL was written.
             unsafe { (*REAL.0.get()).as_ref() }
         } else {
             None
@@ -77,18 +78,24 @@ fn resolve_slow() -> Option<&'static RealAllocator> {
         *REAL.0.get() = Some(real);
     }
     STATE.store(READY, Ordering::Release);
+    // SAFETY: written just above, by this thread.
     unsafe { (*REAL.0.get()).as_ref() }
 }
 
 /// The next definition of `name`; aborts with a message when there is none,
 /// since no allocation could ever succeed.
+///
+/// # Safety
+/// `name` is NUL-terminated.
 unsafe fn next(name: *const c_char) -> *mut c_void {
-    let p = libc::dlsym(libc::RTLD_NEXT, name);
+    // SAFETY: per this function's contract.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name) };
     if p.is_null() {
         crate::diag::write_stderr(
             b"mwrap: no real allocator found after the preload (dlsym RTLD_NEXT failed)\n",
         );
-        libc::abort();
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() };
     }
     p
 }
@@ -151,6 +158,8 @@ pub fn boot_size(p: *const u8) -> usize {
 #[cfg_attr(test, allow(dead_code))]
 pub struct RealGlobalAlloc;
 
+// SAFETY: blocks come from the real allocator (aligned as asked, see
+// `alloc`) or from the bootstrap arena, and each goes back where it came from.
 unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
     unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
         let Some(real) = get() else {
@@ -183,7 +192,8 @@ unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
             return;
         }
         if let Some(real) = get() {
-            (real.free)(ptr as *mut c_void);
+            // SAFETY: `ptr` came from the real allocator (see `alloc`).
+            unsafe { (real.free)(ptr as *mut c_void) };
         }
     }
 
@@ -195,16 +205,25 @@ unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
     ) -> *mut u8 {
         if layout.align() <= 16 && layout.align() <= new_size && !boot_owns(ptr) {
             if let Some(real) = get() {
-                return (real.realloc)(ptr as *mut c_void, new_size) as *mut u8;
+                // SAFETY: `ptr` came from the real malloc (see `alloc`).
+                let p = unsafe { (real.realloc)(ptr as *mut c_void, new_size) as *mut u8 };
+                if !p.is_null() {
+                    return p;
+                }
             }
         }
-        let new = self.alloc(core::alloc::Layout::from_size_align_unchecked(
-            new_size,
-            layout.align(),
-        ));
+        let Ok(new_layout) = core::alloc::Layout::from_size_align(new_size, layout.align()) else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: a valid layout of non-zero size (GlobalAlloc's contract).
+        let new = unsafe { self.alloc(new_layout) };
         if !new.is_null() {
-            core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-            self.dealloc(ptr, layout);
+            // SAFETY: both blocks hold at least the bytes copied; `ptr` is
+            // ours to free per GlobalAlloc's contract.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
         }
         new
     }
@@ -252,6 +271,9 @@ fn resolve_next(
 }
 
 /// The next `mmap` (or `mmap64` when `wide`) in link order.
+///
+/// # Safety
+/// As for the C function.
 pub unsafe fn mmap(
     wide: bool,
     addr: *mut c_void,
@@ -267,16 +289,24 @@ pub unsafe fn mmap(
         resolve_next(&REAL_MMAP, c"mmap")
     };
     if f.is_null() {
-        return libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void;
+        // SAFETY: the caller's arguments, per the C contract.
+        return unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) }
+            as *mut c_void;
     }
-    core::mem::transmute::<*mut c_void, MmapFn>(f)(addr, len, prot, flags, fd, off)
+    // SAFETY: `f` is the next mmap, of this type; the caller's arguments.
+    unsafe { core::mem::transmute::<*mut c_void, MmapFn>(f)(addr, len, prot, flags, fd, off) }
 }
 
 /// The next `munmap` in link order.
+///
+/// # Safety
+/// As for the C function.
 pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
     let f = resolve_next(&REAL_MUNMAP, c"munmap");
     if f.is_null() {
-        return libc::syscall(libc::SYS_munmap, addr, len) as c_int;
+        // SAFETY: the caller's arguments, per the C contract.
+        return unsafe { libc::syscall(libc::SYS_munmap, addr, len) } as c_int;
     }
-    core::mem::transmute::<*mut c_void, MunmapFn>(f)(addr, len)
+    // SAFETY: `f` is the next munmap, of this type; the caller's arguments.
+    unsafe { core::mem::transmute::<*mut c_void, MunmapFn>(f)(addr, len) }
 }

@@ -93,12 +93,14 @@ impl RubyFrame {
 }
 
 /// Whether this Ruby's frame layout is the one we read directly.
-unsafe fn known_frame_layout() -> bool {
-    let v = sym(c"ruby_api_version") as *const c_int;
+fn known_frame_layout() -> bool {
+    // SAFETY: a NUL-terminated name.
+    let v = unsafe { sym(c"ruby_api_version") } as *const c_int;
     if v.is_null() {
         return false;
     }
-    let (major, minor) = (*v, *v.add(1));
+    // SAFETY: libruby exports `const int ruby_api_version[3]`.
+    let (major, minor) = unsafe { (*v, *v.add(1)) };
     (major == 2 && minor >= 6) || (major == 3 && minor <= 4)
 }
 
@@ -279,22 +281,25 @@ pub fn current_frame(ts: &ThreadData) -> Option<RubyFrame> {
 /// # Safety
 /// Only after the checks of `current_frame` passed on this thread.
 unsafe fn source_location(rt: &RubyRuntime) -> Option<(*const c_char, u32)> {
-    let (file, line) = match rt.source_location {
-        Some(f) => {
-            let mut line: c_int = 0;
-            let file = f(&mut line);
-            (file, line)
-        }
-        None => {
-            let file = (rt.source_file)();
-            (
-                file,
-                if file.is_null() {
-                    0
-                } else {
-                    (rt.source_line)()
-                },
-            )
+    // SAFETY: per this function's contract, Ruby may be asked.
+    let (file, line) = unsafe {
+        match rt.source_location {
+            Some(f) => {
+                let mut line: c_int = 0;
+                let file = f(&mut line);
+                (file, line)
+            }
+            None => {
+                let file = (rt.source_file)();
+                (
+                    file,
+                    if file.is_null() {
+                        0
+                    } else {
+                        (rt.source_line)()
+                    },
+                )
+            }
         }
     };
     (!file.is_null()).then_some((file, line.max(0) as u32))
