@@ -246,6 +246,6 @@ mod tests {
         assert_eq!(size_of::<SiteFilter>(), 24);
         assert_eq!(size_of::<HeapPageStats>(), 8 + 2 * 40 + 8);
         assert_eq!(offset_of!(PreloadApi, sites), 8);
-        assert_eq!(size_of::<PreloadApi>(), 8 + 16 * 8);
+        assert_eq!(size_of::<PreloadApi>(), 8 + 15 * 8);
     }
 }
