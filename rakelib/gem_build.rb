@@ -40,8 +40,9 @@ module MwrapGem
     # cargo vendor prints a .cargo/config.toml snippet on stdout: extconf.rb
     # passes the same source replacement with --config instead.
     system(MwrapBuild.cargo_env, *cmd, chdir: MwrapBuild::ROOT, out: File::NULL) or
-      abort "gem:vendor: cargo vendor failed (#{$?.exitstatus}); it needs each crate once, from crates.io " \
-            "or ~/.cargo/registry"
+      abort "gem:vendor: cargo vendor --locked failed (#{$?.exitstatus}): see cargo's message above (a " \
+            "Cargo.lock that no longer matches the manifests, or a crate that is neither in ~/.cargo/registry " \
+            "nor reachable on crates.io)"
     FileUtils.cp(File.join(MwrapBuild::ROOT, "Cargo.lock"), MwrapBuild::VENDOR_LOCK)
     crates = Dir.children(MwrapBuild::VENDOR_CRATES).size
     puts "gem:vendor: #{crates} crates in #{MwrapBuild::VENDOR_CRATES} (#{mib(dir_bytes(MwrapBuild::VENDOR_CRATES))})"
