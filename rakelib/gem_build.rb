@@ -68,7 +68,10 @@ module MwrapGem
     spec.platform = Gem::Platform.new(PLATFORM)
     spec.extensions = []
     spec.required_ruby_version = ruby_abi_requirement
-    spec.files = spec.files.reject { |f| f.start_with?("ext/", "vendor/") || f.match?(/\ACargo\.(?:toml|lock)\z/) }
+    # No Rust sources, and not mwrap.gemspec: it describes the source gem.
+    spec.files = spec.files.reject do |f|
+      f.start_with?("ext/", "vendor/") || f.match?(/\A(?:Cargo\.(?:toml|lock)|mwrap\.gemspec)\z/)
+    end
     spec.files = (spec.files + libs).sort
 
     FileUtils.mkdir_p(MwrapBuild::PKG_DIR)
