@@ -101,7 +101,7 @@ end
 namespace :test do
   desc "cargo test for mwrap-core and mwrap-preload"
   task :cargo do
-    MwrapBuild.cargo_locked!("test", "-p", "mwrap-core", "-p", "mwrap-preload")
+    MwrapBuild.cargo_locked!("test", "-p", "mwrap-abi", "-p", "mwrap-core", "-p", "mwrap-preload")
   end
 
   desc "Build the source gem (rake gem), install it with no network (unshare -n) and an empty CARGO_HOME " \

@@ -61,9 +61,6 @@ pub trait LiveSet {
     /// Calls `f(size, birth)` for every live block of `part`.
     fn for_each(part: &Self::Part, f: impl FnMut(usize, u32));
 
-    /// How many blocks `for_each` would visit at most (for reserving).
-    fn len_hint(part: &Self::Part) -> usize;
-
     /// Forgets every block of `part`: they stay allocated, untracked.
     fn orphan_all(part: &mut Self::Part);
 }
@@ -71,13 +68,13 @@ pub trait LiveSet {
 /// The live blocks of a shard as an intrusive list through their headers.
 pub struct HeaderList;
 
-/// Head of a shard's list, newest first.
+/// Head of a shard's list, newest first. One pointer: with the counters
+/// and the lock it fills one cache line.
 pub struct ListHead {
     head: *mut LiveAllocation,
-    len: usize,
 }
 
-// SAFETY: a null head and zero length are an empty list.
+// SAFETY: a null head is an empty list.
 unsafe impl ZeroInit for ListHead {}
 // SAFETY: the list is only walked or changed under the shard's lock.
 unsafe impl Send for ListHead {}
@@ -112,7 +109,6 @@ impl LiveSet for HeaderList {
             }
         }
         part.head = block;
-        part.len += 1;
     }
 
     #[inline]
@@ -136,7 +132,6 @@ impl LiveSet for HeaderList {
             (*block).prev = ptr::null_mut();
             (*block).next = ptr::null_mut();
             (*block).site.store(UNTRACKED_SITE, Ordering::Relaxed);
-            part.len -= 1;
             Some(Removed {
                 size: (*block).size(),
                 birth: (*block).birth,
@@ -154,10 +149,6 @@ impl LiveSet for HeaderList {
         }
     }
 
-    fn len_hint(part: &ListHead) -> usize {
-        part.len
-    }
-
     fn orphan_all(part: &mut ListHead) {
         let mut cur = part.head;
         while !cur.is_null() {
@@ -171,7 +162,6 @@ impl LiveSet for HeaderList {
             }
         }
         part.head = ptr::null_mut();
-        part.len = 0;
     }
 }
 
@@ -205,7 +195,6 @@ mod tests {
         let mut sizes = Vec::new();
         HeaderList::for_each(&part, |size, _| sizes.push(size));
         assert_eq!(sizes, vec![4, 2]);
-        assert_eq!(HeaderList::len_hint(&part), 2);
         // a second removal of an unlinked block is refused
         // SAFETY: unlinked headers are untracked.
         assert_eq!(unsafe { HeaderList::remove(&mut part, hs[2], 7) }, None);
@@ -214,6 +203,5 @@ mod tests {
         assert_eq!(unsafe { HeaderList::owner(hs[1]) }, UNTRACKED_SITE);
         // SAFETY: as above.
         assert_eq!(unsafe { HeaderList::remove(&mut part, hs[1], 7) }, None);
-        assert_eq!(HeaderList::len_hint(&part), 0);
     }
 }

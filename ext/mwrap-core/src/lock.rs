@@ -33,7 +33,7 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{compiler_fence, fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
@@ -44,17 +44,39 @@ const CONTENDED: u32 = 2;
 const SPINS: u32 = 100;
 
 /// What one thread tells the forking thread: the address of the table lock
-/// it holds or is about to take, 0 for none.
-#[derive(Default)]
+/// it holds or is about to take, 0 for none. It also names the thread (its
+/// id for the gate) and the gate it answers to, so that a lock needs only
+/// this one pointer from the caller.
 pub struct LockSlot {
     held: AtomicUsize,
+    me: AtomicU32,
+    gate: AtomicPtr<ForkGate>,
+}
+
+// SAFETY: atomics only; a zeroed slot holds nothing and is bound before use.
+unsafe impl crate::mem::ZeroInit for LockSlot {}
+
+impl Default for LockSlot {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LockSlot {
     pub const fn new() -> Self {
         LockSlot {
             held: AtomicUsize::new(0),
+            me: AtomicU32::new(0),
+            gate: AtomicPtr::new(core::ptr::null_mut()),
         }
+    }
+
+    /// Makes this the slot of thread `me` (never 0) under `gate`.
+    pub fn bind(&self, gate: &'static ForkGate, me: u32) {
+        self.held.store(0, Ordering::Relaxed);
+        self.me.store(me, Ordering::Relaxed);
+        self.gate
+            .store(gate as *const ForkGate as *mut ForkGate, Ordering::Release);
     }
 
     /// True while this thread holds (or waits for) a table lock.
@@ -68,16 +90,27 @@ impl LockSlot {
     pub fn clear(&self) {
         self.held.store(0, Ordering::Relaxed);
     }
+
+    #[inline]
+    fn gate(&self) -> &ForkGate {
+        // SAFETY: bound to a 'static gate before any lock is taken with
+        // this slot (a thread's record is bound when claimed).
+        unsafe { &*self.gate.load(Ordering::Relaxed) }
+    }
 }
 
 /// Closed by the forking thread between `fork`'s prepare and parent/child
 /// handlers; every other thread waits before taking a table lock then.
 pub struct ForkGate {
-    /// Id of the thread that closed the gate, 0 when open.
-    closed_by: AtomicU32,
-    /// No asymmetric fence: both sides use full fences.
-    symmetric: AtomicBool,
+    /// Id of the thread that closed the gate (0 when open), and
+    /// [`SYMMETRIC`] when there is no asymmetric fence: one word, so the
+    /// hot side makes one load.
+    state: AtomicU32,
 }
+
+/// In [`ForkGate::state`]: both sides use full fences.
+const SYMMETRIC: u32 = 1 << 31;
+const CLOSER: u32 = SYMMETRIC - 1;
 
 impl Default for ForkGate {
     fn default() -> Self {
@@ -85,13 +118,23 @@ impl Default for ForkGate {
     }
 }
 
-/// What [`TableLock::lock`] needs of the calling thread: the gate, the
-/// thread's slot and its id (never 0).
+/// What [`TableLock::lock`] needs of the calling thread: its bound slot.
 #[derive(Clone, Copy)]
 pub struct LockCx<'a> {
-    pub gate: &'a ForkGate,
-    pub slot: &'a LockSlot,
-    pub me: u32,
+    slot: &'a LockSlot,
+}
+
+impl<'a> LockCx<'a> {
+    /// The context of the thread owning `slot` (bound with
+    /// [`LockSlot::bind`]).
+    #[inline]
+    pub fn new(slot: &'a LockSlot) -> Self {
+        LockCx { slot }
+    }
+
+    pub fn slot(&self) -> &'a LockSlot {
+        self.slot
+    }
 }
 
 impl ForkGate {
@@ -99,66 +142,99 @@ impl ForkGate {
     /// [`ForkGate::use_membarrier`] succeeds.
     pub const fn new() -> Self {
         ForkGate {
-            closed_by: AtomicU32::new(0),
-            symmetric: AtomicBool::new(true),
+            state: AtomicU32::new(SYMMETRIC),
         }
     }
 
     /// Registers for `membarrier(PRIVATE_EXPEDITED)` and, if the kernel
     /// allows it, lets the hot side use compiler fences only. Call while
-    /// this is the only thread that takes table locks (start-up, fork
-    /// child); returns whether the asymmetric mode is on.
+    /// the gate is open; switching back to full fences (a refusal) is only
+    /// safe while this is the only thread that takes table locks (start-up,
+    /// fork child). Returns whether the asymmetric mode is on.
     pub fn use_membarrier(&self) -> bool {
         let ok = membarrier::register();
-        self.symmetric.store(!ok, Ordering::SeqCst);
+        if ok {
+            self.state.fetch_and(!SYMMETRIC, Ordering::SeqCst);
+        } else {
+            self.state.fetch_or(SYMMETRIC, Ordering::SeqCst);
+        }
         ok
     }
 
     /// Whether the hot side pays only a compiler fence.
     pub fn is_asymmetric(&self) -> bool {
-        !self.symmetric.load(Ordering::Relaxed)
+        self.state.load(Ordering::Relaxed) & SYMMETRIC == 0
     }
 
-    /// Announces `lock` in `slot` and waits while another thread holds the
-    /// gate closed.
-    #[inline]
-    fn enter(&self, cx: &LockCx<'_>, lock: usize) {
+    /// Announces `lock` in the slot and waits while another thread holds
+    /// the gate closed.
+    #[inline(always)]
+    fn enter(&self, slot: &LockSlot, lock: usize) {
+        slot.held.store(lock, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        let mut state = self.state.load(Ordering::Relaxed);
+        if state != 0 {
+            self.enter_slow(slot, lock, &mut state);
+        }
+    }
+
+    /// The gate is closed, or the fences are symmetric.
+    #[cold]
+    #[inline(never)]
+    fn enter_slow(&self, slot: &LockSlot, lock: usize, state: &mut u32) {
+        let me = slot.me.load(Ordering::Relaxed);
         loop {
-            cx.slot.held.store(lock, Ordering::Relaxed);
-            if self.symmetric.load(Ordering::Relaxed) {
+            if *state & SYMMETRIC != 0 {
                 fence(Ordering::SeqCst);
-            } else {
-                compiler_fence(Ordering::SeqCst);
+                *state = self.state.load(Ordering::Relaxed);
             }
-            let closed_by = self.closed_by.load(Ordering::Relaxed);
-            if closed_by == 0 || closed_by == cx.me {
-                // Pairs with the forking thread's fence: what it wrote
-                // before closing is visible to us from here on.
+            let closer = *state & CLOSER;
+            if closer == 0 || closer == me {
+                // Pairs with the forking thread's fence.
                 fence(Ordering::Acquire);
                 return;
             }
-            cx.slot.held.store(0, Ordering::Release);
+            slot.held.store(0, Ordering::Release);
             self.wait_open();
+            slot.held.store(lock, Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            *state = self.state.load(Ordering::Relaxed);
         }
     }
 
     #[cold]
     fn wait_open(&self) {
         loop {
-            let closed_by = self.closed_by.load(Ordering::Acquire);
-            if closed_by == 0 {
+            let state = self.state.load(Ordering::Acquire);
+            if state & CLOSER == 0 {
                 return;
             }
-            futex::wait(&self.closed_by, closed_by);
+            futex::wait(&self.state, state);
         }
     }
 
-    /// Closes the gate for thread `cx.me` and waits until no thread in
-    /// `others` holds a table lock. `others` may include the caller's own
-    /// slot; it is skipped.
+    /// Closes the gate for the calling thread and waits until no thread
+    /// in `others` holds a table lock. `others` may include the caller's
+    /// own slot; it is skipped.
     pub fn close<'s>(&self, cx: &LockCx<'_>, others: impl Iterator<Item = &'s LockSlot>) {
-        self.closed_by.store(cx.me, Ordering::Relaxed);
-        if self.symmetric.load(Ordering::Relaxed) || !membarrier::expedited() {
+        let me = cx.slot.me.load(Ordering::Relaxed) & CLOSER;
+        // One fork at a time: a second forking thread waits for the first.
+        let state = loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & CLOSER != 0 && s & CLOSER != me {
+                self.wait_open();
+                continue;
+            }
+            let closed = (s & SYMMETRIC) | me;
+            if self
+                .state
+                .compare_exchange(s, closed, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                break closed;
+            }
+        };
+        if state & SYMMETRIC != 0 || !membarrier::expedited() {
             fence(Ordering::SeqCst);
         }
         let mine = cx.slot.held.load(Ordering::Relaxed);
@@ -187,14 +263,14 @@ impl ForkGate {
 
     /// Opens the gate and wakes every waiting thread.
     pub fn open(&self) {
-        self.closed_by.store(0, Ordering::Release);
-        futex::wake_all(&self.closed_by);
+        self.state.fetch_and(SYMMETRIC, Ordering::Release);
+        futex::wake_all(&self.state);
     }
 
     /// In a fork child: the gate's closer is the only thread, so the gate
     /// is simply marked open.
     pub fn open_in_child(&self) {
-        self.closed_by.store(0, Ordering::Relaxed);
+        self.state.fetch_and(SYMMETRIC, Ordering::Relaxed);
     }
 }
 
@@ -233,12 +309,12 @@ impl<T> TableLock<T> {
     /// thread. None when the calling thread already holds a table lock:
     /// a signal handler interrupted it there, and taking another lock (or
     /// the same) could deadlock; the caller must defer or skip its work.
-    #[inline]
+    #[inline(always)]
     pub fn lock<'a>(&'a self, cx: &LockCx<'a>) -> Option<TableGuard<'a, T>> {
         if cx.slot.holds_a_lock() {
             return None;
         }
-        cx.gate.enter(cx, self.address());
+        cx.slot.gate().enter(cx.slot, self.address());
         self.acquire();
         Some(TableGuard {
             lock: self,
@@ -274,7 +350,7 @@ impl<T> TableLock<T> {
         self.state.load(Ordering::Relaxed) != UNLOCKED
     }
 
-    #[inline]
+    #[inline(always)]
     fn acquire(&self) {
         if self
             .state
@@ -306,7 +382,7 @@ impl<T> TableLock<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn release(&self) {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             futex::wake_one(&self.state);
@@ -333,7 +409,7 @@ impl<T> DerefMut for TableGuard<'_, T> {
 }
 
 impl<T> Drop for TableGuard<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.lock.release();
         if let Some(slot) = self.slot {
@@ -417,48 +493,37 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    struct Thread {
-        slot: LockSlot,
-        id: u32,
+    /// One thread's slot, bound to `gate` as thread `id`.
+    fn slot(gate: &'static ForkGate, id: u32) -> &'static LockSlot {
+        let s: &'static LockSlot = Box::leak(Box::new(LockSlot::new()));
+        s.bind(gate, id);
+        s
     }
 
-    static GATE: ForkGate = ForkGate::new();
-
-    impl Thread {
-        fn new(id: u32) -> Self {
-            Thread {
-                slot: LockSlot::new(),
-                id,
-            }
-        }
-        fn cx(&self) -> LockCx<'_> {
-            LockCx {
-                gate: &GATE,
-                slot: &self.slot,
-                me: self.id,
-            }
-        }
+    fn gate() -> &'static ForkGate {
+        Box::leak(Box::new(ForkGate::new()))
     }
 
     #[test]
     fn a_guard_announces_its_lock_until_dropped() {
-        let t = Thread::new(1);
+        let s = slot(gate(), 1);
+        let cx = LockCx::new(s);
         let m = TableLock::new(5);
         {
-            let g = m.lock(&t.cx()).unwrap();
+            let g = m.lock(&cx).unwrap();
             assert_eq!(*g, 5);
-            assert!(t.slot.holds_a_lock());
+            assert!(s.holds_a_lock());
             assert!(m.is_locked());
             // A handler on this thread can take no second lock...
             let other = TableLock::new(0);
-            assert!(other.lock(&t.cx()).is_none());
-            assert!(m.lock(&t.cx()).is_none());
+            assert!(other.lock(&cx).is_none());
+            assert!(m.lock(&cx).is_none());
             // ...but can read through: the held one without locking, another by locking it.
-            assert_eq!(m.read(&t.cx(), |v| *v), 5);
-            assert_eq!(other.read(&t.cx(), |v| *v + 1), 1);
+            assert_eq!(m.read(&cx, |v| *v), 5);
+            assert_eq!(other.read(&cx, |v| *v + 1), 1);
             assert!(!other.is_locked());
         }
-        assert!(!t.slot.holds_a_lock());
+        assert!(!s.holds_a_lock());
         assert!(!m.is_locked());
     }
 
@@ -466,14 +531,15 @@ mod tests {
     fn contended_increments_are_not_lost() {
         const THREADS: u32 = 4;
         const ROUNDS: usize = 50_000;
+        let g = gate();
         let m = Arc::new(TableLock::new(0usize));
         let handles: Vec<_> = (0..THREADS)
             .map(|n| {
                 let m = Arc::clone(&m);
                 std::thread::spawn(move || {
-                    let t = Thread::new(10 + n);
+                    let cx = LockCx::new(slot(g, 10 + n));
                     for _ in 0..ROUNDS {
-                        *m.lock(&t.cx()).unwrap() += 1;
+                        *m.lock(&cx).unwrap() += 1;
                     }
                 })
             })
@@ -481,93 +547,75 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        let t = Thread::new(1);
-        assert_eq!(*m.lock(&t.cx()).unwrap(), THREADS as usize * ROUNDS);
+        let cx = LockCx::new(slot(g, 1));
+        assert_eq!(*m.lock(&cx).unwrap(), THREADS as usize * ROUNDS);
     }
 
     #[test]
     fn a_closed_gate_holds_other_threads_and_waits_for_holders() {
         use std::sync::mpsc;
-        // A private gate so other tests' threads are not held.
-        let gate: &'static ForkGate = Box::leak(Box::new(ForkGate::new()));
-        let data: &'static TableLock<u32> = Box::leak(Box::new(TableLock::new(0)));
-        let forker_slot: &'static LockSlot = Box::leak(Box::new(LockSlot::new()));
-        let holder_slot: &'static LockSlot = Box::leak(Box::new(LockSlot::new()));
-        let forker = LockCx {
-            gate,
-            slot: forker_slot,
-            me: 1,
-        };
-        let (locked_tx, locked_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let holder = std::thread::spawn(move || {
-            let cx = LockCx {
-                gate,
-                slot: holder_slot,
-                me: 2,
-            };
-            let mut g = data.lock(&cx).unwrap();
-            locked_tx.send(()).unwrap();
-            release_rx.recv().unwrap();
-            *g += 1;
-        });
-        locked_rx.recv().unwrap();
-        // close() must wait for the holder: release it from another thread
-        // only once close() is under way (it announced the gate closed).
-        let releaser = std::thread::spawn(move || {
-            while gate.closed_by.load(Ordering::Acquire) != 1 {
-                std::thread::yield_now();
+        for asymmetric in [false, true] {
+            let gate = gate();
+            if asymmetric && !gate.use_membarrier() {
+                continue;
             }
-            release_tx.send(()).unwrap();
-        });
-        gate.close(&forker, [forker_slot, holder_slot].into_iter());
-        assert!(!holder_slot.holds_a_lock());
-        // The forking thread itself passes its own closed gate.
-        assert_eq!(*data.lock(&forker).unwrap(), 1);
-        // Another thread waits until the gate opens.
-        let waiter_slot: &'static LockSlot = Box::leak(Box::new(LockSlot::new()));
-        let (done_tx, done_rx) = mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let cx = LockCx {
-                gate,
-                slot: waiter_slot,
-                me: 3,
-            };
-            *data.lock(&cx).unwrap() += 10;
-            done_tx.send(()).unwrap();
-        });
-        assert!(done_rx
-            .recv_timeout(std::time::Duration::from_millis(100))
-            .is_err());
-        gate.open();
-        done_rx.recv().unwrap();
-        holder.join().unwrap();
-        releaser.join().unwrap();
-        waiter.join().unwrap();
-        assert_eq!(*data.lock(&forker).unwrap(), 11);
+            let data: &'static TableLock<u32> = Box::leak(Box::new(TableLock::new(0)));
+            let forker_slot = slot(gate, 1);
+            let holder_slot = slot(gate, 2);
+            let forker = LockCx::new(forker_slot);
+            let (locked_tx, locked_rx) = mpsc::channel();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let holder = std::thread::spawn(move || {
+                let mut g = data.lock(&LockCx::new(holder_slot)).unwrap();
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                *g += 1;
+            });
+            locked_rx.recv().unwrap();
+            // close() must wait for the holder: release it from another
+            // thread only once close() is under way (the gate is closed).
+            let releaser = std::thread::spawn(move || {
+                while gate.state.load(Ordering::Acquire) & CLOSER != 1 {
+                    std::thread::yield_now();
+                }
+                release_tx.send(()).unwrap();
+            });
+            gate.close(&forker, [forker_slot, holder_slot].into_iter());
+            assert!(!holder_slot.holds_a_lock());
+            // The forking thread itself passes its own closed gate.
+            assert_eq!(*data.lock(&forker).unwrap(), 1);
+            // Another thread waits until the gate opens.
+            let waiter_slot = slot(gate, 3);
+            let (done_tx, done_rx) = mpsc::channel();
+            let waiter = std::thread::spawn(move || {
+                *data.lock(&LockCx::new(waiter_slot)).unwrap() += 10;
+                done_tx.send(()).unwrap();
+            });
+            assert!(done_rx
+                .recv_timeout(std::time::Duration::from_millis(100))
+                .is_err());
+            gate.open();
+            done_rx.recv().unwrap();
+            holder.join().unwrap();
+            releaser.join().unwrap();
+            waiter.join().unwrap();
+            assert_eq!(*data.lock(&forker).unwrap(), 11);
+            assert_eq!(gate.is_asymmetric(), asymmetric);
+        }
     }
 
     #[test]
     fn the_forker_does_not_wait_for_a_thread_that_wants_its_own_lock() {
-        let gate: &'static ForkGate = Box::leak(Box::new(ForkGate::new()));
+        let gate = gate();
         let data: &'static TableLock<u32> = Box::leak(Box::new(TableLock::new(0)));
-        let forker_slot: &'static LockSlot = Box::leak(Box::new(LockSlot::new()));
-        let other_slot: &'static LockSlot = Box::leak(Box::new(LockSlot::new()));
-        let forker = LockCx {
-            gate,
-            slot: forker_slot,
-            me: 1,
-        };
+        let forker_slot = slot(gate, 1);
+        let other_slot = slot(gate, 2);
+        let forker = LockCx::new(forker_slot);
         // The forking thread's interrupted frame holds the lock...
         let held = data.lock(&forker).unwrap();
         // ...and another thread waits for it.
         let other = std::thread::spawn(move || {
-            let cx = LockCx {
-                gate,
-                slot: other_slot,
-                me: 2,
-            };
-            *data.lock(&cx).unwrap() += 1;
+            *data.lock(&LockCx::new(other_slot)).unwrap() += 1;
         });
         while !other_slot.holds_a_lock() {
             std::thread::yield_now();

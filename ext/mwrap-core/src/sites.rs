@@ -111,6 +111,11 @@ pub struct Site<P> {
 // `P` is valid by its own promise, and a zeroed key is `SiteKey::Unset`.
 unsafe impl<P: ZeroInit> ZeroInit for Site<P> {}
 
+// A location costs two cache lines (the shard's, then key and extra-shard
+// pointer) with the header list.
+const _: () = assert!(core::mem::size_of::<Site<crate::live::ListHead>>() == 128);
+const _: () = assert!(core::mem::size_of::<Shard<crate::live::ListHead>>() == 64);
+
 impl<P> Site<P> {
     #[inline]
     fn shard(&self, index: usize) -> Option<&TableLock<ShardData<P>>> {
@@ -231,7 +236,7 @@ impl<L: LiveSet> SiteTable<L> {
     }
 
     /// The site of an id, without locking.
-    #[inline]
+    #[inline(always)]
     fn site(&self, id: u32) -> Option<&Site<L::Part>> {
         if id == UNTRACKED_SITE {
             return None;
@@ -355,7 +360,7 @@ impl<L: LiveSet> SiteTable<L> {
     ///
     /// # Safety
     /// `block` is a fresh block, in no live part, owner word untracked.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn record_alloc(
         &self,
         cx: &LockCx<'_>,
@@ -400,7 +405,7 @@ impl<L: LiveSet> SiteTable<L> {
     ///
     /// # Safety
     /// `block` is a live block handed out by the preload.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn record_free(
         &self,
         cx: &LockCx<'_>,
@@ -465,8 +470,8 @@ impl<L: LiveSet> SiteTable<L> {
         };
         for shard in site.shards() {
             shard.read(cx, |data| {
-                out.try_reserve(L::len_hint(&data.live))
-                    .map_err(|_| NoMemory)?;
+                let live = data.counters.allocations - data.counters.frees;
+                out.try_reserve(live as usize).map_err(|_| NoMemory)?;
                 L::for_each(&data.live, |size, birth| {
                     let age = (current_generation as u32).wrapping_sub(birth) as u64;
                     out.push(LiveAllocationInfo {

@@ -5,27 +5,22 @@ use crate::lock::{ForkGate, LockCx, LockSlot};
 
 static GATE: ForkGate = ForkGate::new();
 
-/// Stands for one thread of the profiler: its slot and gate id.
+/// Stands for one thread of the profiler: its bound slot.
 pub struct TestThread {
     slot: LockSlot,
 }
 
 pub fn cx() -> TestThread {
-    TestThread {
-        slot: LockSlot::new(),
-    }
+    let slot = LockSlot::new();
+    slot.bind(&GATE, 1);
+    TestThread { slot }
 }
 
 impl TestThread {
     pub fn cx(&self) -> LockCx<'_> {
-        LockCx {
-            gate: &GATE,
-            slot: &self.slot,
-            me: 1,
-        }
+        LockCx::new(&self.slot)
     }
 }
-
 /// Owns raw blocks for headers in tests (boxed: headers must not move).
 #[allow(clippy::vec_box)]
 pub struct Blocks(Vec<Box<[u128; 4]>>);

@@ -14,7 +14,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use crate::lock::LockSlot;
+use crate::lock::{ForkGate, LockSlot};
 use crate::mem::{ChunkedArray, ZeroInit};
 
 const RECORDS_PER_CHUNK: usize = 64;
@@ -62,7 +62,9 @@ impl<R> ThreadRecord<R> {
 }
 
 /// Every thread record of the process.
-pub struct ThreadRegistry<R: ZeroInit> {
+pub struct ThreadRegistry<R: ZeroInit + 'static> {
+    /// The gate every record's lock slot answers to.
+    gate: &'static ForkGate,
     records: ChunkedArray<ThreadRecord<R>, RECORDS_PER_CHUNK, CHUNKS>,
     /// Records handed out so far (a high-water mark of indexes in use).
     high: AtomicUsize,
@@ -71,15 +73,13 @@ pub struct ThreadRegistry<R: ZeroInit> {
 // SAFETY: shared state is atomics; `data` is only touched by its owner.
 unsafe impl<R: ZeroInit> Sync for ThreadRegistry<R> {}
 
-impl<R: ZeroInit> Default for ThreadRegistry<R> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+#[cfg(test)]
+static TEST_GATE: ForkGate = ForkGate::new();
 
 impl<R: ZeroInit> ThreadRegistry<R> {
-    pub const fn new() -> Self {
+    pub const fn new(gate: &'static ForkGate) -> Self {
         ThreadRegistry {
+            gate,
             records: ChunkedArray::new(),
             high: AtomicUsize::new(0),
         }
@@ -130,10 +130,10 @@ impl<R: ZeroInit> ThreadRegistry<R> {
         r.tid
             .compare_exchange(from, tid, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
-        r.slot.clear();
         // SAFETY: the record is ours now; zero bytes are a valid `R`.
         unsafe { core::ptr::write_bytes(r.data.get(), 0, 1) };
         r.id.store(i as u32 + 1, Ordering::Relaxed);
+        r.slot.bind(self.gate, i as u32 + 1);
         Some(r)
     }
 
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn claims_are_distinct_and_data_starts_zeroed() {
-        let reg: ThreadRegistry<Data> = ThreadRegistry::new();
+        let reg: ThreadRegistry<Data> = ThreadRegistry::new(&TEST_GATE);
         let a = reg.claim(current_tid()).unwrap();
         // SAFETY: this test thread plays the owner of both records.
         unsafe { a.data().counter.set(7) };
@@ -206,7 +206,8 @@ mod tests {
 
     #[test]
     fn records_of_dead_threads_are_taken_over() {
-        let reg: &'static ThreadRegistry<Data> = Box::leak(Box::new(ThreadRegistry::new()));
+        let reg: &'static ThreadRegistry<Data> =
+            Box::leak(Box::new(ThreadRegistry::new(&TEST_GATE)));
         let first = std::thread::spawn(move || reg.claim(current_tid()).unwrap().id())
             .join()
             .unwrap();
@@ -218,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_fork_child_keeps_only_its_own_record() {
-        let reg: ThreadRegistry<Data> = ThreadRegistry::new();
+        let reg: ThreadRegistry<Data> = ThreadRegistry::new(&TEST_GATE);
         let mine = reg.claim(current_tid()).unwrap();
         let other = reg.claim(current_tid() + 1_000_000).unwrap();
         other.slot.clear();

@@ -35,7 +35,7 @@ pub fn at_exit() {
         return;
     };
     let data = per_thread::data(record);
-    let was_busy = data.busy.replace(true);
+    let entered = data.enter_busy();
     match render_dump(config, record) {
         Some(text) => write_dump(config, &text),
         None => report(
@@ -43,7 +43,9 @@ pub fn at_exit() {
             b"mwrap: no memory to render the dump; nothing written\n",
         ),
     }
-    data.busy.set(was_busy);
+    if entered {
+        data.leave_busy();
+    }
 }
 
 fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<Vec<u8>> {

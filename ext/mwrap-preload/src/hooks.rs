@@ -41,7 +41,7 @@ fn page_size() -> usize {
 /// # Safety
 /// `hdr` points to `HEADER_SIZE` writable bytes inside a fresh real block,
 /// followed by `size` user bytes.
-#[inline]
+#[inline(always)]
 unsafe fn track(hdr: *mut LiveAllocation, size: usize, align_shift: u32, caller: usize) -> *mut u8 {
     // SAFETY: per this function's contract.
     unsafe {
@@ -52,7 +52,7 @@ unsafe fn track(hdr: *mut LiveAllocation, size: usize, align_shift: u32, caller:
 }
 
 /// A plain block (16-byte aligned) of `size` bytes, zeroed if asked.
-#[inline]
+#[inline(always)]
 pub fn allocate(size: usize, zeroed: bool, caller: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return enomem();
@@ -202,7 +202,7 @@ pub fn pvalloc(size: usize, caller: usize) -> *mut c_void {
 ///
 /// # Safety
 /// `user` is null or a live block of ours, as for the C function.
-#[inline]
+#[inline(always)]
 pub unsafe fn free(user: *mut c_void) {
     if user.is_null() || real::boot_owns(user as *const u8) {
         return;

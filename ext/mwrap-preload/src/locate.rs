@@ -13,8 +13,11 @@ use crate::thread_data::ThreadData;
 /// Where an allocation made now on this thread goes, and the GC generation
 /// it is born in. Interning can fail (a signal handler inside the table):
 /// the site is then untracked (0), and callers leave the block so.
-#[inline]
+#[inline(always)]
 pub fn locate(record: &'static Record, data: &ThreadData, caller: usize) -> (u32, u64) {
+    if !ruby::attached() {
+        return (native_site(record, data, caller), current_generation());
+    }
     if let Some(frame) = ruby::current_frame(data) {
         let generation = frame.generation;
         saw_generation(generation);

@@ -138,11 +138,9 @@ pub fn boot_alloc(size: usize, align: usize) -> *mut u8 {
 }
 
 /// True if `p` came from the bootstrap arena.
-#[inline]
+#[inline(always)]
 pub fn boot_owns(p: *const u8) -> bool {
-    let a = p as usize;
-    let base = boot_base();
-    a >= base && a < base + BOOT_SIZE
+    (p as usize).wrapping_sub(boot_base()) < BOOT_SIZE
 }
 
 /// Size recorded for a bootstrap block.
@@ -234,8 +232,12 @@ unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
 /// # Safety
 /// `hdr` is the header of a block handed out by the hooks, out of every
 /// table, and the program is done with it.
+#[inline(always)]
 pub unsafe fn free_block(hdr: *mut mwrap_core::LiveAllocation) {
-    if let Some(real) = get() {
+    // SAFETY: a block of ours came from the real allocator, so it was
+    // resolved (READY published) before the block was handed out.
+    let real = unsafe { (*REAL.0.get()).as_ref() };
+    if let Some(real) = real {
         // SAFETY: per this function's contract.
         unsafe { (real.free)(mwrap_core::LiveAllocation::raw_block(hdr).cast()) };
     }

@@ -172,6 +172,13 @@ pub fn attach() {
     }
 }
 
+/// Whether Ruby was found in this process (one load: non-Ruby programs
+/// skip every other check).
+#[inline(always)]
+pub fn attached() -> bool {
+    !RUNTIME.load(Ordering::Relaxed).is_null()
+}
+
 /// Whether the VM is being (or was) destroyed.
 pub fn vm_torn_down() -> bool {
     VM_TORN_DOWN.load(Ordering::Acquire)
@@ -185,7 +192,7 @@ pub fn mark_vm_torn_down() {
 /// The runtime and this thread's execution context, when this thread may
 /// call into Ruby: the VM is up and not being destroyed, the thread holds
 /// the GVL and has an EC.
-#[inline]
+#[inline(always)]
 fn with_gvl(ts: &ThreadData) -> Option<(&'static RubyRuntime, *const c_void)> {
     let rt = RUNTIME.load(Ordering::Acquire);
     if rt.is_null() || VM_TORN_DOWN.load(Ordering::Acquire) {
@@ -241,7 +248,7 @@ pub fn generation_with_gvl(ts: &ThreadData) -> Option<u64> {
 }
 
 /// The Ruby frame running on this thread, when it is safe to ask.
-#[inline]
+#[inline(always)]
 pub fn current_frame(ts: &ThreadData) -> Option<RubyFrame> {
     let (rt, ec) = with_gvl(ts)?;
     // SAFETY: with_gvl checked that Ruby may be called; the frame layout

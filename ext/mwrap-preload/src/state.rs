@@ -24,7 +24,7 @@ pub static SITES: SiteTable<Live> = SiteTable::new();
 pub static HEAP: HeapPageTable = HeapPageTable::new();
 
 /// One record per thread that used the profiler.
-pub static THREADS: ThreadRegistry<ThreadData> = ThreadRegistry::new();
+pub static THREADS: ThreadRegistry<ThreadData> = ThreadRegistry::new(&GATE);
 
 /// Closed while a thread forks (see `mwrap_core::lock`).
 pub static GATE: ForkGate = ForkGate::new();

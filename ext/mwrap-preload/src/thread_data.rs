@@ -54,10 +54,20 @@ struct QuietFiber {
     depth: u32,
 }
 
+/// [`ThreadData::state`]: start-up was seen done on this thread.
+pub const READY: u32 = 1;
+/// The thread is inside the profiler: nested allocations (from dlsym, Ruby
+/// lookups, libc) are not tracked.
+pub const BUSY: u32 = 2;
+/// Some fiber of this thread is in a quiet section.
+pub const QUIET: u32 = 4;
+/// A signal handler deferred frees that wait to be done.
+pub const DEFERRED: u32 = 8;
+
 pub struct ThreadData {
-    /// Set while this thread is inside the profiler: nested allocations
-    /// (from dlsym, Ruby lookups, libc) are not tracked.
-    pub busy: Cell<bool>,
+    /// `READY` | `BUSY` | `QUIET` | `DEFERRED`: the hot path checks one
+    /// word, `READY` alone, and takes the slow path otherwise.
+    pub state: Cell<u32>,
     /// 1 + this thread's shard of every site (0: not assigned yet).
     shard: Cell<u8>,
     /// This thread's `&ruby_current_ec` (a TLS variable of libruby), once
@@ -165,11 +175,29 @@ impl ThreadData {
         };
     }
 
-    /// Whether any fiber of this thread is in a quiet section (one load on
-    /// the hot path).
+    fn set_flag(&self, flag: u32, on: bool) {
+        let s = self.state.get();
+        self.state.set(if on { s | flag } else { s & !flag });
+    }
+
+    /// Sets `BUSY`; false if it was set already.
     #[inline]
-    pub fn any_quiet(&self) -> bool {
-        self.quiet_used.get() != 0 || self.quiet_overflow.get() != 0
+    pub fn enter_busy(&self) -> bool {
+        let s = self.state.get();
+        self.state.set(s | BUSY);
+        s & BUSY == 0
+    }
+
+    #[inline]
+    pub fn leave_busy(&self) {
+        self.set_flag(BUSY, false);
+    }
+
+    fn update_quiet_flag(&self) {
+        self.set_flag(
+            QUIET,
+            self.quiet_used.get() != 0 || self.quiet_overflow.get() != 0,
+        );
     }
 
     /// Whether the fiber running `ec` (0 without Ruby) is quiet.
@@ -189,17 +217,19 @@ impl ThreadData {
         // SAFETY: owner-only, no other reference is live.
         let fibers = unsafe { &mut *self.quiet.get() };
         let used = self.quiet_used.get() as usize;
-        if let Some(f) = fibers[..used].iter_mut().find(|f| f.ec == ec) {
+        let depth = if let Some(f) = fibers[..used].iter_mut().find(|f| f.ec == ec) {
             f.depth += 1;
-            return f.depth;
-        }
-        if used < QUIET_FIBERS {
+            f.depth
+        } else if used < QUIET_FIBERS {
             fibers[used] = QuietFiber { ec, depth: 1 };
             self.quiet_used.set(used as u32 + 1);
-            return 1;
-        }
-        self.quiet_overflow.set(self.quiet_overflow.get() + 1);
-        self.quiet_overflow.get()
+            1
+        } else {
+            self.quiet_overflow.set(self.quiet_overflow.get() + 1);
+            self.quiet_overflow.get()
+        };
+        self.update_quiet_flag();
+        depth
     }
 
     /// Leaves one quiet level for the fiber running `ec`; the new depth.
@@ -207,18 +237,21 @@ impl ThreadData {
         // SAFETY: owner-only, no other reference is live.
         let fibers = unsafe { &mut *self.quiet.get() };
         let used = self.quiet_used.get() as usize;
-        if let Some(i) = fibers[..used].iter().position(|f| f.ec == ec) {
+        let depth = if let Some(i) = fibers[..used].iter().position(|f| f.ec == ec) {
             fibers[i].depth -= 1;
             let depth = fibers[i].depth;
             if depth == 0 {
                 fibers[i] = fibers[used - 1];
                 self.quiet_used.set(used as u32 - 1);
             }
-            return depth;
-        }
-        let n = self.quiet_overflow.get().saturating_sub(1);
-        self.quiet_overflow.set(n);
-        n
+            depth
+        } else {
+            let n = self.quiet_overflow.get().saturating_sub(1);
+            self.quiet_overflow.set(n);
+            n
+        };
+        self.update_quiet_flag();
+        depth
     }
 
     /// Keeps a tracked block whose free a signal handler could not count
@@ -233,19 +266,15 @@ impl ThreadData {
         // `n` unchanged and overwrite the same slot at worst (a leak).
         unsafe { (*self.deferred.get())[n] = hdr as usize };
         self.deferred_len.set(n as u32 + 1);
+        self.set_flag(DEFERRED, true);
         true
-    }
-
-    /// Whether frees are waiting (one load on the hot path).
-    #[inline]
-    pub fn has_deferred(&self) -> bool {
-        self.deferred_len.get() != 0
     }
 
     /// Takes the last deferred block, if any.
     pub fn pop_deferred(&self) -> Option<*mut LiveAllocation> {
         let n = self.deferred_len.get() as usize;
         if n == 0 {
+            self.set_flag(DEFERRED, false);
             return None;
         }
         self.deferred_len.set(n as u32 - 1);

@@ -8,7 +8,7 @@ use mwrap_core::LiveAllocation;
 
 use crate::per_thread::{self, lock_cx, Record};
 use crate::state::{current_generation, started, HEAP, SITES};
-use crate::thread_data::ThreadData;
+use crate::thread_data::{ThreadData, BUSY, DEFERRED, QUIET, READY};
 use crate::{init, locate, real, ruby};
 
 /// Charges a new block to the location running on this thread: the Ruby
@@ -17,41 +17,86 @@ use crate::{init, locate, real, ruby};
 ///
 /// # Safety
 /// `hdr` was just initialised with [`LiveAllocation::init`].
-#[inline]
+#[inline(always)]
 pub unsafe fn charge(hdr: *mut LiveAllocation, caller: usize) {
     let Some(record) = per_thread::current() else {
         return;
     };
     let data = per_thread::data(record);
-    if data.busy.get() {
+    if data.state.get() != READY {
+        // SAFETY: per this function's contract.
+        unsafe { charge_slow(record, data, hdr, caller) };
         return;
     }
-    data.busy.set(true);
-    if !started() {
-        init::start();
-    }
-    if !(data.any_quiet() && data.is_quiet(ruby::current_ec(data))) {
-        let (site, generation) = locate::locate(record, data, caller);
-        // SAFETY: per this function's contract; on failure the header
-        // simply stays untracked.
-        unsafe { SITES.record_alloc(&lock_cx(record), site, data.shard(), hdr, generation) };
-    }
-    data.busy.set(false);
-    if data.has_deferred() {
+    data.state.set(READY | BUSY);
+    // SAFETY: per this function's contract.
+    unsafe { charge_to_location(record, data, hdr, caller) };
+    let state = data.state.get();
+    data.state.set(state & !BUSY);
+    if state & DEFERRED != 0 {
         drain_deferred(record, data);
     }
+}
+
+/// `charge` on a thread that is not simply ready: before start-up, inside
+/// the profiler, quiet, or with frees deferred.
+///
+/// # Safety
+/// As for [`charge`].
+#[cold]
+#[inline(never)]
+unsafe fn charge_slow(
+    record: &'static Record,
+    data: &ThreadData,
+    hdr: *mut LiveAllocation,
+    caller: usize,
+) {
+    if !data.enter_busy() {
+        return;
+    }
+    if data.state.get() & READY == 0 {
+        if !started() {
+            init::start();
+        }
+        data.state.set(data.state.get() | READY);
+    }
+    if data.state.get() & QUIET == 0 || !data.is_quiet(ruby::current_ec(data)) {
+        // SAFETY: per this function's contract.
+        unsafe { charge_to_location(record, data, hdr, caller) };
+    }
+    data.leave_busy();
+    if data.state.get() & DEFERRED != 0 {
+        drain_deferred(record, data);
+    }
+}
+
+/// Finds the block's location and records it; on failure (a signal
+/// handler inside the table) the header simply stays untracked.
+///
+/// # Safety
+/// As for [`charge`].
+#[inline(always)]
+unsafe fn charge_to_location(
+    record: &'static Record,
+    data: &ThreadData,
+    hdr: *mut LiveAllocation,
+    caller: usize,
+) {
+    let (site, generation) = locate::locate(record, data, caller);
+    // SAFETY: per this function's contract.
+    unsafe { SITES.record_alloc(&lock_cx(record), site, data.shard(), hdr, generation) };
 }
 
 /// Counts the free of a block (if it is tracked) and takes it out of its
 /// site's live set. Returns whether the caller may give the block back to
 /// the real allocator now. False when a signal handler frees a tracked
 /// block while this thread holds a table lock: the block is kept and freed
-/// as soon as the interrupted frame is done (or, with no room to keep it,
+/// by this thread's next tracked allocation (or, with no room to keep it,
 /// stays allocated).
 ///
 /// # Safety
 /// `hdr` is the header of a live block handed out by the preload.
-#[inline]
+#[inline(always)]
 #[must_use]
 pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
     // SAFETY: per this function's contract.
@@ -61,17 +106,12 @@ pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
     let Some(record) = per_thread::current() else {
         return false; // no record to lock with: the block stays allocated
     };
-    let data = per_thread::data(record);
     // SAFETY: per this function's contract.
     match unsafe { SITES.record_free(&lock_cx(record), hdr, current_generation()) } {
-        FreeOutcome::Counted | FreeOutcome::Untracked => {
-            if data.has_deferred() {
-                drain_deferred(record, data);
-            }
-            true
-        }
+        // Frees a handler deferred are done by this thread's next charge.
+        FreeOutcome::Counted | FreeOutcome::Untracked => true,
         FreeOutcome::Deferred => {
-            data.defer_free(hdr);
+            per_thread::data(record).defer_free(hdr);
             false
         }
     }
@@ -80,6 +120,7 @@ pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
 /// Frees the blocks a signal handler deferred, now that this thread holds
 /// no table lock.
 #[cold]
+#[inline(never)]
 fn drain_deferred(record: &'static Record, data: &ThreadData) {
     if record.slot.holds_a_lock() {
         return; // still inside the interrupted frame
