@@ -38,10 +38,10 @@ module MwrapPeer
   # surrounding blanks), and what each becomes. Nothing else is changed, and
   # line numbers stay those of the original file.
   REWRITES = [
-    { what: "where the preload library is",
+    { what: "the preload library (mwrap.so)", at: 12,
       line: 'mwrap_so = $".grep(%r{/mwrap\.so\z})[0]',
       with: ->(_) { "mwrap_so = Mwrap.preload_path # rewritten by rake peer" } },
-    { what: "the load path of the Ruby processes the tests start",
+    { what: "the load path of the Ruby processes the tests start", at: 17,
       line: "inc = File.dirname(mwrap_so)",
       with: ->(lib) { "inc = #{lib.inspect} # rewritten by rake peer" } },
   ].freeze
@@ -86,8 +86,9 @@ module MwrapPeer
     begin
       copy = File.join(dir, "test_mwrap.rb")
       File.write(copy, rewritten)
-      header(source, text, copy, changed, warm, timeout)
-      run = run_suite(dir, copy, warm, timeout)
+      cmake = tool_version("cmake", "--version")
+      header(source, text, copy, changed, warm, timeout, cmake)
+      run = run_suite(dir, copy, warm, timeout).merge(cmake: cmake)
       code = report(run, min_pass, warm)
       puts "peer: raw test-unit output: #{run[:console]}" if env_flag("PEER_KEEP")
       code
@@ -150,10 +151,9 @@ module MwrapPeer
     changed = REWRITES.map do |r|
       hits = lines.each_index.select { |i| lines[i].strip == r[:line] }
       if hits.empty?
-        raise SetupError, "#{source}: the line that says #{r[:what]} was not found.\n" \
+        raise SetupError, "#{source}: cannot find the line that locates #{r[:what]}.\n" \
                           "  looked for a line reading: #{r[:line]}\n" \
-                          "  (mwrap 2.1's test/test_mwrap.rb has it at line #{r == REWRITES[0] ? 12 : 17}); " \
-                          "is this mwrap 2.x's test/test_mwrap.rb?"
+                          "  (line #{r[:at]} of mwrap 2.1's test/test_mwrap.rb); is this mwrap 2.x's test file?"
       end
       if hits.size > 1
         raise SetupError, "#{source}: the line #{r[:line]} appears #{hits.size} times " \
@@ -186,14 +186,13 @@ module MwrapPeer
     nil
   end
 
-  def header(source, text, copy, changed, warm, timeout)
+  def header(source, text, copy, changed, warm, timeout, cmake)
     sha = Digest::SHA256.hexdigest(text)
     which = if sha == SHA256_2_1 then "mwrap 2.1.0's test/test_mwrap.rb"
             else "NOT mwrap 2.1.0's file (that one has sha256 #{SHA256_2_1[0, 12]}…): results may differ"
             end
     test_unit = IO.popen([RbConfig.ruby, "-rtest/unit/version", "-e", "print Test::Unit::VERSION"],
                          err: File::NULL, &:read)
-    cmake = tool_version("cmake", "--version")
     puts "peer suite: #{source}"
     puts "  file:     sha256 #{sha[0, 12]}…, #{which}"
     puts "  copy:     #{copy} (rewritten lines #{changed.join(' and ')}; nothing else changed)"
@@ -231,8 +230,8 @@ module MwrapPeer
     status, timed_out = wait_with_timeout(pid, timeout)
     seconds = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
     records = File.exist?(File.join(dir, "results.jsonl")) ? parse_jsonl(File.join(dir, "results.jsonl")) : []
-    { cmake: tool_version("cmake", "--version"), status: status, timed_out: timed_out, timeout: timeout, seconds: seconds, records: records,
-      console: console, stderr_by_test: split_stderr(File.read(stderr)), stderr: stderr }
+    { status: status, timed_out: timed_out, timeout: timeout, seconds: seconds, records: records,
+      console: console, stderr: stderr, stderr_by_test: split_stderr(File.read(stderr)) }
   end
 
   def wait_with_timeout(pid, timeout)
@@ -348,7 +347,8 @@ module MwrapPeer
         r = finished[n]
         puts "- #{n}:"
         if r.nil? || r["status"] == "interrupted"
-          puts(run[:timed_out] ? "    still running at the time limit (#{run[:timeout]}s, PEER_TIMEOUT): killed" : "    the runner died in it")
+          why = run[:timed_out] ? "still running at the time limit (#{run[:timeout]}s, PEER_TIMEOUT): killed" : "the runner died in it"
+          puts "    #{why}"
         else
           r["faults"].each do |f|
             puts "    #{f['kind']}: #{indent(clip(f['summary'], 12), '      ').lstrip}"
