@@ -161,4 +161,4 @@ end
 
 desc "Everything CI runs: rustfmt and clippy, cargo tests, compile, specs, source gem installed offline, " \
      "platform gem installed without Rust, quick bench"
-task test: [:lint, "test:cargo", :spec, "test:gem", "test:native_gem", "bench:quick"]
+task test: [:lint, :modules, "test:cargo", :spec, "test:gem", "test:native_gem", "bench:quick"]

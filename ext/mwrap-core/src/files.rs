@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use hashbrown::HashTable;
 
-use crate::key::hash_bytes;
+use crate::hash::hash_bytes;
 use crate::lock::{LockCx, TableLock};
 use crate::mem::{map_zeroed, ChunkedArray, ZeroInit};
 

@@ -12,6 +12,7 @@ pub use mwrap_abi as abi;
 pub mod errno;
 pub mod files;
 pub mod format;
+pub mod hash;
 pub mod header;
 pub mod heap;
 pub mod key;

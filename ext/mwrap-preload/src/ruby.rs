@@ -189,28 +189,88 @@ pub fn mark_vm_torn_down() {
     VM_TORN_DOWN.store(true, Ordering::Release);
 }
 
-/// The runtime and this thread's execution context, when this thread may
-/// call into Ruby: the VM is up and not being destroyed, the thread holds
-/// the GVL and has an EC.
+/// What a hook may learn about Ruby on this thread, asked in this order,
+/// each question only when every earlier answer allows going on: an
+/// answer may need a Ruby call that is only safe once the earlier ones are
+/// known.
+pub trait RubyState {
+    /// libruby's symbols were found in the process.
+    fn attached(&mut self) -> bool;
+    /// `ruby_vm_destruct` has started.
+    fn torn_down(&mut self) -> bool;
+    /// This thread has an execution context (`ruby_current_ec`): during
+    /// `ruby_setup` a thread "has the GVL" before its EC exists.
+    fn has_ec(&mut self) -> bool;
+    /// The VM exists (`ruby_current_vm_ptr`).
+    fn vm_up(&mut self) -> bool;
+    /// This thread holds the GVL (`ruby_thread_has_gvl_p`).
+    fn has_gvl(&mut self) -> bool;
+    /// A GC is running (`rb_during_gc`): a compacting GC moves the objects
+    /// a frame points to.
+    fn during_gc(&mut self) -> bool;
+}
+
+/// Whether this thread may call into Ruby at all (heap pages need only
+/// this, GC or not).
 #[inline(always)]
-fn with_gvl(ts: &ThreadData) -> Option<(&'static RubyRuntime, *const c_void)> {
-    let rt = RUNTIME.load(Ordering::Acquire);
-    if rt.is_null() || VM_TORN_DOWN.load(Ordering::Acquire) {
-        return None;
+pub fn may_call_ruby(s: &mut impl RubyState) -> bool {
+    s.attached() && !s.torn_down() && s.has_ec() && s.vm_up() && s.has_gvl()
+}
+
+/// Whether an allocation made now is charged to the Ruby line running on
+/// this thread (else to its native caller).
+#[inline(always)]
+pub fn charges_ruby_line(s: &mut impl RubyState) -> bool {
+    may_call_ruby(s) && !s.during_gc()
+}
+
+/// The real answers, for the calling thread.
+struct LiveRuby<'a> {
+    ts: &'a ThreadData,
+    rt: *const RubyRuntime,
+    ec: *const c_void,
+}
+
+impl RubyState for LiveRuby<'_> {
+    #[inline(always)]
+    fn attached(&mut self) -> bool {
+        self.rt = RUNTIME.load(Ordering::Acquire);
+        !self.rt.is_null()
     }
-    // SAFETY: rt is leaked and never freed; the reads follow the checks
-    // listed at the top of this file, in order.
-    unsafe {
-        let rt = &*rt;
-        let ec_slot = ec_slot(ts);
-        if ec_slot.is_null() {
-            return None;
+
+    #[inline(always)]
+    fn torn_down(&mut self) -> bool {
+        VM_TORN_DOWN.load(Ordering::Acquire)
+    }
+
+    #[inline(always)]
+    fn has_ec(&mut self) -> bool {
+        let slot = ec_slot(self.ts);
+        if slot.is_null() {
+            return false;
         }
-        let ec = *ec_slot;
-        if ec.is_null() || (*rt.vm_ptr).is_null() || (rt.has_gvl)() == 0 {
-            return None;
-        }
-        Some((rt, ec))
+        // SAFETY: this thread's copy of libruby's TLS pointer variable.
+        self.ec = unsafe { *slot };
+        !self.ec.is_null()
+    }
+
+    #[inline(always)]
+    fn vm_up(&mut self) -> bool {
+        // SAFETY: `attached` found the runtime, which is never freed.
+        unsafe { !(*(*self.rt).vm_ptr).is_null() }
+    }
+
+    #[inline(always)]
+    fn has_gvl(&mut self) -> bool {
+        // SAFETY: Ruby's own predicate, callable from any thread once the
+        // VM is up.
+        unsafe { ((*self.rt).has_gvl)() != 0 }
+    }
+
+    #[inline(always)]
+    fn during_gc(&mut self) -> bool {
+        // SAFETY: asked only with the GVL held (see `charges_ruby_line`).
+        unsafe { (*self.rt).during_gc.is_some_and(|f| f() != 0) }
     }
 }
 
@@ -242,23 +302,35 @@ fn ec_slot(ts: &ThreadData) -> *const *const c_void {
 
 /// The current GC generation, when this thread may ask Ruby (also during GC).
 pub fn generation_with_gvl(ts: &ThreadData) -> Option<u64> {
-    let (rt, _) = with_gvl(ts)?;
-    // SAFETY: with_gvl checked that Ruby may be called.
-    Some(unsafe { (rt.gc_count)() } as u64)
+    let mut live = LiveRuby {
+        ts,
+        rt: core::ptr::null(),
+        ec: core::ptr::null(),
+    };
+    if !may_call_ruby(&mut live) {
+        return None;
+    }
+    // SAFETY: may_call_ruby checked that Ruby may be called.
+    Some(unsafe { ((*live.rt).gc_count)() } as u64)
 }
 
 /// The Ruby frame running on this thread, when it is safe to ask.
 #[inline(always)]
 pub fn current_frame(ts: &ThreadData) -> Option<RubyFrame> {
-    let (rt, ec) = with_gvl(ts)?;
-    // SAFETY: with_gvl checked that Ruby may be called; the frame layout
-    // is only read when `known_frame_layout` accepted this Ruby.
+    let mut live = LiveRuby {
+        ts,
+        rt: core::ptr::null(),
+        ec: core::ptr::null(),
+    };
+    if !charges_ruby_line(&mut live) {
+        return None;
+    }
+    let ec = live.ec;
+    // SAFETY: charges_ruby_line checked that Ruby may be called and no GC
+    // runs; the frame layout is only read when `known_frame_layout`
+    // accepted this Ruby.
     unsafe {
-        if let Some(during_gc) = rt.during_gc {
-            if during_gc() != 0 {
-                return None;
-            }
-        }
+        let rt = &*live.rt;
         let generation = (rt.gc_count)() as u64;
         if let Some((next_cfp, iseq_path)) = rt.next_cfp {
             let top = *((ec as *const u8).add(EC_CFP_OFFSET) as *const *const c_void);
@@ -310,4 +382,84 @@ unsafe fn source_location(rt: &RubyRuntime) -> Option<(*const c_char, u32)> {
         }
     };
     (!file.is_null()).then_some((file, line.max(0) as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Canned answers; records which questions were asked.
+    struct Facts {
+        answers: [bool; 6],
+        asked: Vec<&'static str>,
+    }
+
+    impl Facts {
+        fn ask(&mut self, i: usize, name: &'static str) -> bool {
+            self.asked.push(name);
+            self.answers[i]
+        }
+    }
+
+    impl RubyState for Facts {
+        fn attached(&mut self) -> bool {
+            self.ask(0, "attached")
+        }
+        fn torn_down(&mut self) -> bool {
+            self.ask(1, "torn_down")
+        }
+        fn has_ec(&mut self) -> bool {
+            self.ask(2, "has_ec")
+        }
+        fn vm_up(&mut self) -> bool {
+            self.ask(3, "vm_up")
+        }
+        fn has_gvl(&mut self) -> bool {
+            self.ask(4, "has_gvl")
+        }
+        fn during_gc(&mut self) -> bool {
+            self.ask(5, "during_gc")
+        }
+    }
+
+    #[test]
+    fn the_decision_table() {
+        const T: bool = true;
+        const F: bool = false;
+        // attached, torn_down, has_ec, vm_up, has_gvl, during_gc -> Ruby line?, last question asked
+        let table: &[([bool; 6], bool, &str)] = &[
+            ([F, F, T, T, T, F], false, "attached"), // not a Ruby process
+            ([T, T, T, T, T, F], false, "torn_down"), // the VM is being destroyed
+            ([T, F, F, T, T, F], false, "has_ec"), // a thread without an EC (ruby_setup, a native thread)
+            ([T, F, T, F, T, F], false, "vm_up"),  // no VM yet
+            ([T, F, T, T, F, F], false, "has_gvl"), // the thread released the GVL
+            ([T, F, T, T, T, T], false, "during_gc"), // a GC runs
+            ([T, F, T, T, T, F], true, "during_gc"), // the Ruby line
+        ];
+        for (answers, ruby_line, last) in table {
+            let mut f = Facts {
+                answers: *answers,
+                asked: Vec::new(),
+            };
+            assert_eq!(charges_ruby_line(&mut f), *ruby_line, "{answers:?}");
+            assert_eq!(f.asked.last(), Some(last), "{answers:?}");
+            // Nothing is asked after the first answer that stops it.
+            let order = [
+                "attached",
+                "torn_down",
+                "has_ec",
+                "vm_up",
+                "has_gvl",
+                "during_gc",
+            ];
+            assert_eq!(f.asked, order[..f.asked.len()], "{answers:?}");
+        }
+        // Heap pages need Ruby callable, whatever the GC does.
+        let mut f = Facts {
+            answers: [T, F, T, T, T, T],
+            asked: Vec::new(),
+        };
+        assert!(may_call_ruby(&mut f));
+        assert!(!f.asked.contains(&"during_gc"));
+    }
 }
