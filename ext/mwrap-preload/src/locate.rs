@@ -2,7 +2,6 @@
 //! this thread when Ruby may be asked (see `ruby`), else the native caller
 //! (the return address of the `malloc` call).
 
-use mwrap_core::files::FileId;
 use mwrap_core::SiteKey;
 
 use crate::per_thread::{lock_cx, Record};
@@ -25,7 +24,9 @@ pub fn locate(record: &'static Record, data: &ThreadData, caller: usize) -> (u32
             return (site, generation);
         }
         if let Some((file, line)) = frame.location() {
-            if let Some(file) = file_id(record, data, file as usize, generation) {
+            // SAFETY: Ruby returned a NUL-terminated file name.
+            let name = unsafe { core::ffi::CStr::from_ptr(file) }.to_bytes();
+            if let Some(file) = SITES.files().intern(&lock_cx(record), name) {
                 let site = SITES.intern(&lock_cx(record), SiteKey::Ruby { file, line });
                 data.cache_ruby_site(frame.key, generation, site);
                 return (site, generation);
@@ -33,25 +34,6 @@ pub fn locate(record: &'static Record, data: &ThreadData, caller: usize) -> (u32
         }
     }
     (native_site(record, data, caller), current_generation())
-}
-
-/// The id of the file name at `name` (a NUL-terminated string Ruby owns),
-/// cached per generation so that a long name is hashed once per GC.
-fn file_id(
-    record: &'static Record,
-    data: &ThreadData,
-    name: usize,
-    generation: u64,
-) -> Option<FileId> {
-    if let Some(id) = data.cached_file(name, generation) {
-        return Some(id);
-    }
-    // SAFETY: Ruby returned a NUL-terminated file name, alive in this
-    // generation.
-    let bytes = unsafe { core::ffi::CStr::from_ptr(name as *const core::ffi::c_char) }.to_bytes();
-    let id = SITES.files().intern(&lock_cx(record), bytes)?;
-    data.cache_file(name, generation, id);
-    Some(id)
 }
 
 #[inline]

@@ -8,13 +8,11 @@ use core::cell::{Cell, UnsafeCell};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use mwrap_core::files::FileId;
 use mwrap_core::mem::ZeroInit;
 use mwrap_core::LiveAllocation;
 
 const RUBY_CACHE_SLOTS: usize = 128;
 const NATIVE_CACHE_SLOTS: usize = 256;
-const FILE_CACHE_SLOTS: usize = 16;
 /// Fibers of one thread that can be quiet at once; beyond, the whole
 /// thread is quiet until they leave.
 const QUIET_FIBERS: usize = 8;
@@ -36,14 +34,6 @@ struct RubyCacheEntry {
 struct NativeCacheEntry {
     address: usize,
     site: u32,
-}
-
-/// A file name string Ruby handed us in one generation, and its id.
-#[derive(Clone, Copy)]
-struct FileCacheEntry {
-    name: usize,
-    generation: u64,
-    file: u32,
 }
 
 /// One quiet fiber: its execution context (0 for a thread without Ruby)
@@ -82,7 +72,6 @@ pub struct ThreadData {
     deferred: UnsafeCell<[usize; DEFERRED_FREES]>,
     ruby_cache: UnsafeCell<[RubyCacheEntry; RUBY_CACHE_SLOTS]>,
     native_cache: UnsafeCell<[NativeCacheEntry; NATIVE_CACHE_SLOTS]>,
-    file_cache: UnsafeCell<[FileCacheEntry; FILE_CACHE_SLOTS]>,
 }
 
 // SAFETY: cells of integers, raw pointers and arrays of plain structs of
@@ -153,26 +142,6 @@ impl ThreadData {
         // SAFETY: as in `cached_ruby_site`.
         let e = unsafe { &mut (*self.native_cache.get())[Self::native_slot(address)] };
         *e = NativeCacheEntry { address, site };
-    }
-
-    /// The id of a file name string (a `char *` Ruby owns) seen in this
-    /// generation: long eval'd names are hashed once per GC, not per line.
-    pub fn cached_file(&self, name: usize, generation: u64) -> Option<FileId> {
-        let slot = (name >> 4) % FILE_CACHE_SLOTS;
-        // SAFETY: as in `cached_ruby_site`.
-        let e = unsafe { &(*self.file_cache.get())[slot] };
-        (e.name == name && e.generation == generation && e.file != 0).then_some(FileId(e.file))
-    }
-
-    pub fn cache_file(&self, name: usize, generation: u64, file: FileId) {
-        let slot = (name >> 4) % FILE_CACHE_SLOTS;
-        // SAFETY: as in `cached_ruby_site`.
-        let e = unsafe { &mut (*self.file_cache.get())[slot] };
-        *e = FileCacheEntry {
-            name,
-            generation,
-            file: file.0,
-        };
     }
 
     fn set_flag(&self, flag: u32, on: bool) {
