@@ -34,20 +34,25 @@ module HardeningHelpers
     TortureHelpers.compile_c(File.join(NATIVE, "#{name}.c"), name: "hardening_#{as}", flags: flags, libs: libs)
   end
 
+  # glibc writes its fatal messages ("free(): invalid pointer") to the
+  # terminal unless told otherwise: keep them in the captured stderr.
+  FATAL_TO_STDERR = { "LIBC_FATAL_STDERR_" => "1" }.freeze
+
   # Runs `cmd` with the preload (and `env`) under a time bound.
   def with_preload(*cmd, env: {}, timeout: TIMEOUT, **opts)
-    TortureHelpers.run_timed({ "LD_PRELOAD" => preload }.merge(env), *cmd, timeout: timeout, **opts)
+    TortureHelpers.run_timed(FATAL_TO_STDERR.merge("LD_PRELOAD" => preload).merge(env), *cmd,
+                             timeout: timeout, **opts)
   end
 
   # Runs `cmd` without any preload (and `env`) under a time bound.
   def without_preload(*cmd, env: {}, timeout: TIMEOUT, **opts)
-    TortureHelpers.run_timed({ "LD_PRELOAD" => nil }.merge(env), *cmd, timeout: timeout, **opts)
+    TortureHelpers.run_timed(FATAL_TO_STDERR.merge("LD_PRELOAD" => nil).merge(env), *cmd, timeout: timeout, **opts)
   end
 
   # A Ruby script (`-I lib`) with or without the preload, time-bounded.
   def ruby_run(path, *args, preloaded:, env: {}, timeout: TIMEOUT, chdir: MwrapSpecHelpers::ROOT)
-    TortureHelpers.ruby_timed(path, *args, timeout: timeout, preload: preloaded ? :built : nil, env: env,
-                                           chdir: chdir)
+    TortureHelpers.ruby_timed(path, *args, timeout: timeout, preload: preloaded ? :built : nil,
+                                           env: FATAL_TO_STDERR.merge(env), chdir: chdir)
   end
 
   # Calls the block with 0...runs, `jobs` at a time, until one returns a
