@@ -7,7 +7,7 @@ require "json"
 # children, each allocating from 2,000 eval'd lines of its own; they wait
 # on a barrier and exit at once, all appending to one dump_path. The
 # baseline wrote its dump in several pieces, so children's lines
-# interleaved (in 3 of 5 runs here). Now each dump is one piece under a
+# interleaved (in most runs here: one run in eight is enough). Now each dump is one piece under a
 # lock. Also dump_path's `%p` (the pid) and `%%` (a `%`), and a bad `%`
 # sequence reported in one line.
 RSpec.describe "hardening: processes that exit together" do
@@ -27,7 +27,9 @@ RSpec.describe "hardening: processes that exit together" do
   def exit_together(mwrap, preloaded: true)
     r = ruby_run(script, "8", "2000", preloaded: preloaded, env: { "MWRAP" => mwrap }, timeout: 60, chdir: tmp)
     expect(r.success?).to be(true), r.describe
-    expect(r.stderr).to eq("")
+    # Under a preload of another ABI (the baseline) the extension says so
+    # once and Mwrap.clear does nothing; that is not what is checked here.
+    expect(r.stderr.lines.grep_v(/\Amwrap: ignoring the preloaded .* ABI version/)).to eq([])
     out = JSON.parse(r.stdout.lines.last)
     expect(out["children"].size).to eq(8)
     out["children"].to_h { |pid, i| [Integer(pid), i] }
@@ -46,8 +48,8 @@ RSpec.describe "hardening: processes that exit together" do
     ["child #{i}: #{mine.size} rows, #{allocations} allocations, #{total} bytes"]
   end
 
-  it "writes each child's dump contiguously into one dump_path, every line whole (5 runs)" do
-    done, failure = repeat(5, jobs: 1) do |k|
+  it "writes each child's dump contiguously into one dump_path, every line whole (8 runs)" do
+    done, failure = repeat(8, jobs: 1) do |k|
       path = File.join(tmp, "dump-#{k}.txt")
       children = exit_together("dump_path:#{path}")
       text = File.read(path)
@@ -68,7 +70,7 @@ RSpec.describe "hardening: processes that exit together" do
       problems.empty? ? nil : problems.first(5).join("; ")
     end
     expect(failure).to be_nil
-    expect(done).to eq(5)
+    expect(done).to eq(8)
   end
 
   it "writes one file per process with dump_path %p, each child's file holding its own lines only" do
