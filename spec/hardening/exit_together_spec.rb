@@ -7,9 +7,9 @@ require "json"
 # children, each allocating from 2,000 eval'd lines of its own; they wait
 # on a barrier and exit at once, all appending to one dump_path. The
 # baseline wrote its dump in several pieces, so children's lines
-# interleaved (in most runs here: one run in eight is enough). Now each dump is one piece under a
-# lock. Also dump_path's `%p` (the pid) and `%%` (a `%`), and a bad `%`
-# sequence reported in one line.
+# interleaved (in most runs here; the example makes 8). Now each dump is
+# one piece under a lock. Also dump_path's `%p` (the pid) and `%%` (a
+# `%`), and a bad `%` sequence reported in one line.
 RSpec.describe "hardening: processes that exit together" do
   include HardeningHelpers
 
