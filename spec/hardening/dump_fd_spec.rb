@@ -6,7 +6,9 @@ require_relative "hardening_helper"
 # baseline looked the number up at exit: a program that had closed N and
 # opened another file there got the dump spliced into that file; coreutils,
 # which close stdout and stderr in an exit handler, lost a dump_fd:2 dump;
-# and a descriptor that was never open was not reported.
+# and a descriptor that was never open was not reported. Now the preload
+# keeps a private copy of N from start-up; a program that closes that copy
+# too (closefrom) gets no dump and one stderr line, never a spliced file.
 RSpec.describe "hardening: dump_fd is the file open at start-up" do
   include HardeningHelpers
 
@@ -39,6 +41,25 @@ RSpec.describe "hardening: dump_fd is the file open at start-up" do
     rows = dump_rows(File.read(File.join(tmp, "preloaded.dump")))
     mine = rows.select { |row| row.location.include?("(keep_some+0x") }
     expect(mine.map { |row| [row.total, row.allocations] }).to eq([[10_000, 10]])
+  end
+
+  it "writes no dump, and says so, when the program closed every descriptor from 3 up and reused 3" do
+    need_cc!
+    prog = native("fd_reuse", flags: ["-rdynamic"])
+    data_text = "the program's own data, line 1\nand line 2\n"
+    line = "mwrap: dump_fd 3 was closed or reused before exit; dump not written\n"
+    { plain: "", preloaded: line }.each do |how, stderr|
+      dump = File.join(tmp, "#{how}.dump")
+      data = File.join(tmp, "#{how}.data")
+      File.open(dump, "w") do |f|
+        args = [prog, data, "closefrom"]
+        env = { "MWRAP" => "dump_fd:3" }
+        r = how == :plain ? without_preload(*args, env: env, 3 => f) : with_preload(*args, env: env, 3 => f)
+        expect([r.stdout, r.stderr, r.exitstatus]).to eq(["data on fd 3\n", stderr, 0]), r.describe
+      end
+      expect(File.read(data)).to eq(data_text)
+      expect(File.read(dump)).to eq("")
+    end
   end
 
   describe "dump_fd:2 with coreutils, which close stderr in an exit handler" do

@@ -4,8 +4,12 @@
  * and exits normally. Its allocations come from keep_some (exported with
  * -rdynamic, so the dump names it).
  *
- *   fd_reuse DATA   prints "data on fd 3\n"; DATA holds DATA_TEXT below
+ *   fd_reuse DATA [closefrom]   prints "data on fd 3\n"; DATA holds
+ *                  DATA_TEXT below. With "closefrom" it closes every
+ *                  descriptor from 3 up (the profiler's own copy of fd 3
+ *                  included, as daemons and shells do) instead of fd 3 only.
  */
+#define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +21,11 @@
 __attribute__((noinline)) void *keep_some(size_t n) { return malloc(n); }
 
 int main(int argc, char **argv) {
-  if (argc != 2) return 2;
+  if (argc != 2 && argc != 3) return 2;
   for (int i = 0; i < 10; i++)
     if (!keep_some(1000)) return 3;
-  if (close(3) != 0) return 4;
+  if (argc == 3) closefrom(3);
+  else if (close(3) != 0) return 4;
   int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd != 3) return 5;
   const char *text = DATA_TEXT;
