@@ -49,8 +49,9 @@ RSpec.describe "hardening: a FIFO as dump_path" do
 
         text << chunk unless chunk == :wait_readable
       end
-      io.close
       text
+    ensure
+      io.close
     end
   end
 
