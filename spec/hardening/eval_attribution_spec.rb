@@ -6,8 +6,8 @@ require_relative "hardening_helper"
 # each eval'd line's allocation must be charged to that line. In the
 # current build, in about one fork child in ten, one line's 1001-byte
 # String is charged to another eval'd file's line of the same child, 23 or
-# 32 evals earlier (that row shows [2002, 2]; the line itself has no row). The baseline had none
-# in 160 children. The current build added a per-thread cache from Ruby's
+# 32 evals earlier (that row shows [2002, 2]; the line itself has no
+# row). The baseline had none in 160 children. The current build added a per-thread cache from Ruby's
 # file-name pointer (and the GC generation) to a file id
 # (locate.rs file_id / thread_data.rs cached_file); a name freed and its
 # memory reused within one generation would give exactly this. Checked: a
