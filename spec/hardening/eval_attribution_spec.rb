@@ -7,11 +7,12 @@ require_relative "hardening_helper"
 # current build, in about one fork child in ten, one line's 1001-byte
 # String is charged to another eval'd file's line of the same child, 23 or
 # 32 evals earlier (that row shows [2002, 2]; the line itself has no
-# row). The baseline had none in 160 children. The current build added a per-thread cache from Ruby's
-# file-name pointer (and the GC generation) to a file id
-# (locate.rs file_id / thread_data.rs cached_file); a name freed and its
-# memory reused within one generation would give exactly this. Checked: a
-# build whose cached_file always misses has none in 240 children.
+# row). The baseline had none in 160 children. The current build added a
+# per-thread cache from Ruby's file-name pointer (and the GC generation)
+# to a file id (locate.rs file_id / thread_data.rs cached_file); a name
+# freed and its memory reused within one generation would give exactly
+# this. Checked: a build whose cached_file always misses has none in 240
+# children.
 RSpec.describe "hardening: eval'd lines are charged to themselves" do
   include HardeningHelpers
 
