@@ -86,7 +86,7 @@ module HardeningHelpers
     MwrapSpecHelpers.parse_dump(text)
   end
 
-  # Makes a FIFO at `path` (mkfifo(1); File.mkfifo needs Ruby 2.3+ anyway).
+  # Makes a FIFO at `path`, readable and writable by its owner only.
   def mkfifo(path)
     File.mkfifo(path, 0o600)
   end
