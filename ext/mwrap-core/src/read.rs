@@ -275,7 +275,7 @@ pub(crate) mod tests {
 
     #[test]
     fn lookup_finds_printed_and_raw_names_and_buckets() {
-        let t: SiteTable = SiteTable::with_capacity(4);
+        let t: SiteTable = SiteTable::with_capacity(5);
         let th = cx();
         let c = th.cx();
         let mut blocks = Blocks::new();
@@ -306,7 +306,10 @@ pub(crate) mod tests {
         assert_eq!(lookup(&t, &c, b"0x10"), Some(i3));
         assert_eq!(lookup(&t, &c, b"lib.so(+0x1) [0x10]"), Some(i3));
         assert_eq!(lookup(&t, &c, OVERFLOW_NAME), Some(over));
-        assert_eq!(lookup(&t, &c, NO_MEMORY_NAME), None);
+        assert_eq!(
+            lookup(&t, &c, NO_MEMORY_NAME),
+            Some(crate::sites::NO_MEMORY_ID)
+        );
         assert_eq!(lookup(&t, &c, b"nowhere.rb:1"), None);
         // every printed name finds its own site
         let rows = sites(&t, &c, &SiteFilter::default(), &BareAddresses).unwrap();

@@ -30,6 +30,9 @@ const SITE_CHUNKS: usize = 1024;
 /// Hard ceiling on distinct locations (ids are 1-based, 0 is untracked).
 pub const MAX_SITES: u32 = (SITES_PER_CHUNK * SITE_CHUNKS - 1) as u32;
 
+/// The no-memory bucket's id, taken by the table's first use.
+pub const NO_MEMORY_ID: u32 = 1;
+
 /// Shards per site.
 pub const SHARDS: usize = 8;
 /// A block's shard is kept in the top bits of its owner word.
@@ -141,7 +144,8 @@ struct Index {
     ids: HashTable<u32>,
     /// Id of the overflow bucket once the table is full, else 0.
     overflow: u32,
-    /// Id of the no-memory bucket once needed, else 0.
+    /// Id of the no-memory bucket ([`NO_MEMORY_ID`]) once the table is in
+    /// use, else 0.
     no_memory: u32,
     /// Where extra shards are carved from.
     shard_arena: usize,
@@ -273,36 +277,47 @@ impl<L: LiveSet> SiteTable<L> {
         if let Some(&id) = index.ids.find(hash, |&id| self.key(id) == Some(key)) {
             return id;
         }
+        if index.no_memory == 0 {
+            // The first location ever: the no-memory bucket takes id 1, in
+            // the chunk mapped now, so that it exists whenever the table
+            // does (later, a chunk that cannot be mapped has no room for it).
+            if self.sites.get_or_map(NO_MEMORY_ID as usize).is_none() {
+                return UNTRACKED_SITE;
+            }
+            self.publish(NO_MEMORY_ID, SiteKey::NoMemory);
+            index.no_memory = NO_MEMORY_ID;
+        }
         let next = self.site_count() + 1;
         if next >= self.capacity {
-            return self.bucket(index, SiteKey::Overflow, next);
+            return self.overflow_bucket(index, next);
         }
         if self.sites.get_or_map(next as usize).is_none() {
             return index.no_memory;
         }
         if index.ids.try_reserve(1, self.key_hasher()).is_err() {
-            return self.bucket(index, SiteKey::NoMemory, next);
+            return index.no_memory;
         }
         self.publish(next, key);
         index.ids.insert_unique(hash, next, self.key_hasher());
         next
     }
 
-    /// The id of the overflow or no-memory bucket, created at `next` the
-    /// first time (buckets are never in the index).
-    fn bucket(&self, index: &mut Index, key: SiteKey, next: u32) -> u32 {
-        let slot = match key {
-            SiteKey::Overflow => {
-                self.overflowed_keys.fetch_add(1, Ordering::Relaxed);
-                &mut index.overflow
-            }
-            _ => &mut index.no_memory,
-        };
-        if *slot == 0 && next <= MAX_SITES && self.sites.get_or_map(next as usize).is_some() {
-            self.publish(next, key);
-            *slot = next;
+    /// The id of the overflow bucket, created at `next` the first time
+    /// (buckets are never in the index).
+    fn overflow_bucket(&self, index: &mut Index, next: u32) -> u32 {
+        self.overflowed_keys.fetch_add(1, Ordering::Relaxed);
+        if index.overflow == 0
+            && next <= MAX_SITES
+            && self.sites.get_or_map(next as usize).is_some()
+        {
+            self.publish(next, SiteKey::Overflow);
+            index.overflow = next;
         }
-        *slot
+        if index.overflow != 0 {
+            index.overflow
+        } else {
+            index.no_memory
+        }
     }
 
     /// Writes the key of the new site `id` and publishes the id.
@@ -537,9 +552,11 @@ mod tests {
             ),
             None
         );
-        assert_eq!(t.site_count(), 3);
+        // ids after the no-memory bucket's
+        assert_eq!((a, t.site_count()), (NO_MEMORY_ID + 1, 4));
+        assert_eq!(t.key(NO_MEMORY_ID), Some(SiteKey::NoMemory));
         assert_eq!(t.key(a), Some(ka));
-        assert_eq!(t.key(4), None);
+        assert_eq!(t.key(5), None);
     }
 
     #[test]
@@ -630,15 +647,17 @@ mod tests {
         let t: SiteTable = SiteTable::with_capacity(4);
         let th = cx();
         let c = th.cx();
-        let ids: Vec<u32> = (1..=5)
+        let ids: Vec<u32> = (1..=4)
             .map(|a| t.intern(&c, SiteKey::Native { address: a }))
             .collect();
-        assert_eq!(ids, vec![1, 2, 3, 4, 4]);
+        // id 1 is the no-memory bucket; the last slot the overflow bucket
+        assert_eq!(ids, vec![2, 3, 4, 4]);
         assert_eq!(t.key(4), Some(SiteKey::Overflow));
         assert_eq!(t.overflowed_keys(), 2);
-        assert_eq!(t.intern(&c, SiteKey::Native { address: 2 }), 2);
-        assert_eq!(t.lookup(&c, SiteKey::Native { address: 5 }), None);
+        assert_eq!(t.intern(&c, SiteKey::Native { address: 2 }), 3);
+        assert_eq!(t.lookup(&c, SiteKey::Native { address: 4 }), None);
         assert_eq!(t.lookup(&c, SiteKey::Overflow), Some(4));
+        assert_eq!(t.lookup(&c, SiteKey::NoMemory), Some(NO_MEMORY_ID));
     }
 
     #[test]
@@ -648,11 +667,11 @@ mod tests {
         let c = th.cx();
         for i in 0..5000usize {
             let id = t.intern(&c, SiteKey::Native { address: i * 16 });
-            assert_eq!(id as usize, i + 1);
+            assert_eq!(id as usize, i + 2); // after the no-memory bucket
         }
         assert_eq!(
             t.lookup(&c, SiteKey::Native { address: 4999 * 16 }),
-            Some(5000)
+            Some(5001)
         );
     }
 
