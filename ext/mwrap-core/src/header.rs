@@ -10,7 +10,7 @@
 //! a location can list what it still holds. The header is independent of the
 //! site's key: only a 32-bit id is stored, whatever a location is made of.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// Bytes of bookkeeping per allocation (mwrap 2.x uses 48).
 pub const HEADER_SIZE: usize = 32;
@@ -20,6 +20,11 @@ pub const MIN_ALIGNMENT: usize = 16;
 
 const SIZE_BITS: u32 = 56;
 const SIZE_MASK: usize = (1usize << SIZE_BITS) - 1;
+/// log2 of an alignment fits 6 bits.
+const SHIFT_MASK: usize = 0x3f;
+/// Set when a per-thread cache of the preload holds a pointer into this
+/// block (Ruby's compiled code): freeing it must invalidate those caches.
+const WATCHED: usize = 1 << 63;
 
 /// Largest request we accept; larger ones fail with ENOMEM like glibc's
 /// requests above PTRDIFF_MAX. Leaves room for the header and alignment.
@@ -30,10 +35,11 @@ pub struct LiveAllocation {
     /// Neighbours in the site's live list; only touched under the site's lock.
     pub(crate) prev: *mut LiveAllocation,
     pub(crate) next: *mut LiveAllocation,
-    /// Requested size in the low 56 bits; the top 8 bits hold log2 of the
+    /// Requested size in the low 56 bits; the next 6 bits hold log2 of the
     /// alignment for blocks whose user pointer sits `alignment` bytes into
-    /// the raw block (0 for plain blocks, whose header starts the block).
-    size_and_shift: usize,
+    /// the raw block (0 for plain blocks, whose header starts the block);
+    /// the top bit is [`WATCHED`]. Atomic: another thread may set `WATCHED`.
+    size_and_shift: AtomicUsize,
     /// Site id, or [`crate::abi::UNTRACKED_SITE`]. Atomic because a reset may
     /// orphan the block while its owner frees it.
     pub(crate) site: AtomicU32,
@@ -56,7 +62,9 @@ impl LiveAllocation {
             hdr.write(LiveAllocation {
                 prev: core::ptr::null_mut(),
                 next: core::ptr::null_mut(),
-                size_and_shift: (size & SIZE_MASK) | ((align_shift as usize) << SIZE_BITS),
+                size_and_shift: AtomicUsize::new(
+                    (size & SIZE_MASK) | (((align_shift as usize) & SHIFT_MASK) << SIZE_BITS),
+                ),
                 site: AtomicU32::new(crate::abi::UNTRACKED_SITE),
                 birth: 0,
             })
@@ -77,12 +85,30 @@ impl LiveAllocation {
 
     #[inline]
     pub fn size(&self) -> usize {
-        self.size_and_shift & SIZE_MASK
+        self.size_and_shift.load(Ordering::Relaxed) & SIZE_MASK
     }
 
     #[inline]
     pub fn align_shift(&self) -> u32 {
-        (self.size_and_shift >> SIZE_BITS) as u32
+        ((self.size_and_shift.load(Ordering::Relaxed) >> SIZE_BITS) & SHIFT_MASK) as u32
+    }
+
+    /// Marks the block as pointed into by a cache (see [`WATCHED`]).
+    pub fn watch(&self) {
+        self.size_and_shift.fetch_or(WATCHED, Ordering::Relaxed);
+    }
+
+    /// The size and whether a cache may point into the block, from one load.
+    #[inline]
+    pub fn size_and_watched(&self) -> (usize, bool) {
+        let word = self.size_and_shift.load(Ordering::Relaxed);
+        (word & SIZE_MASK, word & WATCHED != 0)
+    }
+
+    /// Whether a cache may point into the block.
+    #[inline]
+    pub fn is_watched(&self) -> bool {
+        self.size_and_shift.load(Ordering::Relaxed) & WATCHED != 0
     }
 
     /// Bytes between the start of the raw block and the user pointer.
@@ -157,6 +183,20 @@ mod tests {
         assert_eq!(unsafe { (*hdr).size() }, 100);
         // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         assert_eq!(unsafe { (*hdr).user_offset() }, 64);
+    }
+
+    #[test]
+    fn the_watched_bit_leaves_size_and_shift_alone() {
+        let mut b = Block([0; 256]);
+        let hdr = LiveAllocation::from_user(b.0.as_mut_ptr().wrapping_add(64));
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
+        unsafe { LiveAllocation::init(hdr, 1234, 6) };
+        // SAFETY: as above.
+        let h = unsafe { &*hdr };
+        assert!(!h.is_watched());
+        h.watch();
+        assert!(h.is_watched());
+        assert_eq!((h.size(), h.align_shift(), h.user_offset()), (1234, 6, 64));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Removed {
     pub size: usize,
     /// GC generation at birth (truncated to 32 bits).
     pub birth: u32,
+    /// A cache of the preload points into the block (see
+    /// `LiveAllocation::watch`).
+    pub watched: bool,
 }
 
 /// One way to keep the live allocations of a site's shard.
@@ -132,9 +135,11 @@ impl LiveSet for HeaderList {
             (*block).prev = ptr::null_mut();
             (*block).next = ptr::null_mut();
             (*block).site.store(UNTRACKED_SITE, Ordering::Relaxed);
+            let (size, watched) = (*block).size_and_watched();
             Some(Removed {
-                size: (*block).size(),
+                size,
                 birth: (*block).birth,
+                watched,
             })
         }
     }
@@ -188,7 +193,8 @@ mod tests {
                 r,
                 Some(Removed {
                     size: i + 1,
-                    birth: 3
+                    birth: 3,
+                    watched: false,
                 })
             );
         }

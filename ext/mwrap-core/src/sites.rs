@@ -174,8 +174,9 @@ unsafe impl<L: LiveSet> Send for SiteTable<L> {}
 /// What became of a free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FreeOutcome {
-    /// Counted and removed from its live part.
-    Counted,
+    /// Counted and removed from its live part; `watched` when a cache
+    /// pointed into the block.
+    Counted { watched: bool },
     /// The block was not tracked (or a reset orphaned it): nothing to do.
     Untracked,
     /// A signal handler interrupted this thread while it held a table
@@ -444,7 +445,9 @@ impl<L: LiveSet> SiteTable<L> {
         };
         let lifespan = (generation as u32).wrapping_sub(removed.birth) as u64;
         data.counters.count_free(removed.size, lifespan);
-        FreeOutcome::Counted
+        FreeOutcome::Counted {
+            watched: removed.watched,
+        }
     }
 
     /// A copy of one location's counters, summed over its shards.
@@ -574,8 +577,14 @@ mod tests {
             assert!(t.record_alloc(&c, id, 0, h1, 10));
             assert!(t.record_alloc(&c, id, 0, h2, 11));
             assert!(t.record_alloc(&c, id, 0, h3, 12));
-            assert_eq!(t.record_free(&c, h2, 15), FreeOutcome::Counted); // lifespan 4
-            assert_eq!(t.record_free(&c, h1, 11), FreeOutcome::Counted); // lifespan 1
+            assert_eq!(
+                t.record_free(&c, h2, 15),
+                FreeOutcome::Counted { watched: false }
+            ); // lifespan 4
+            assert_eq!(
+                t.record_free(&c, h1, 11),
+                FreeOutcome::Counted { watched: false }
+            ); // lifespan 1
         }
         let s = t.snapshot(&c, id).unwrap();
         assert_eq!(
@@ -601,7 +610,10 @@ mod tests {
         );
         // SAFETY: as above.
         unsafe {
-            assert_eq!(t.record_free(&c, h3, 20), FreeOutcome::Counted);
+            assert_eq!(
+                t.record_free(&c, h3, 20),
+                FreeOutcome::Counted { watched: false }
+            );
             // a second free of an unlinked header is ignored
             assert_eq!(t.record_free(&c, h3, 20), FreeOutcome::Untracked);
         }
@@ -695,7 +707,12 @@ mod tests {
         assert_eq!(t.snapshot(&c, id).unwrap().live_count, 1);
         drop(held);
         // SAFETY: as above.
-        unsafe { assert_eq!(t.record_free(&c, h, 0), FreeOutcome::Counted) };
+        unsafe {
+            assert_eq!(
+                t.record_free(&c, h, 0),
+                FreeOutcome::Counted { watched: false }
+            )
+        };
     }
 
     #[test]

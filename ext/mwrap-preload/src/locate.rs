@@ -5,9 +5,11 @@
 use mwrap_core::SiteKey;
 
 use crate::per_thread::{lock_cx, Record};
+use crate::real;
 use crate::ruby;
-use crate::state::{current_generation, saw_generation, SITES};
+use crate::state::{code_epoch, current_generation, saw_generation, SITES};
 use crate::thread_data::ThreadData;
+use mwrap_core::LiveAllocation;
 
 /// Where an allocation made now on this thread goes, and the GC generation
 /// it is born in. Interning can fail (a signal handler inside the table):
@@ -20,7 +22,8 @@ pub fn locate(record: &'static Record, data: &ThreadData, caller: usize) -> (u32
     if let Some(frame) = ruby::current_frame(data) {
         let generation = frame.generation;
         saw_generation(generation);
-        if let Some(site) = data.cached_ruby_site(frame.key, generation) {
+        let epoch = code_epoch();
+        if let Some(site) = data.cached_ruby_site(frame.key, epoch) {
             return (site, generation);
         }
         if let Some((file, line)) = frame.location() {
@@ -28,12 +31,37 @@ pub fn locate(record: &'static Record, data: &ThreadData, caller: usize) -> (u32
             let name = unsafe { core::ffi::CStr::from_ptr(file) }.to_bytes();
             if let Some(file) = SITES.files().intern(&lock_cx(record), name) {
                 let site = SITES.intern(&lock_cx(record), SiteKey::Ruby { file, line });
-                data.cache_ruby_site(frame.key, generation, site);
+                if watch_code(&frame) {
+                    data.cache_ruby_site(frame.key, epoch, site);
+                }
                 return (site, generation);
             }
         }
     }
     (native_site(record, data, caller), current_generation())
+}
+
+/// Marks the frame's compiled code so that freeing it ends the epoch of the
+/// cache entries that point into it. False when the code is not a block
+/// of ours (the frame is then not cached).
+#[cold]
+fn watch_code(frame: &ruby::RubyFrame) -> bool {
+    let Some((code, size)) = frame.code() else {
+        return false;
+    };
+    if real::boot_owns(code) {
+        return false;
+    }
+    let hdr = LiveAllocation::from_user(code as *mut u8);
+    // SAFETY: Ruby allocates compiled code with ALLOC_N (our malloc), so
+    // a header of ours precedes it; its size confirms it before use.
+    let h = unsafe { &*hdr };
+    // Only tracked blocks are watched: their frees are the ones counted.
+    if h.size() != size || h.site() == mwrap_core::abi::UNTRACKED_SITE {
+        return false;
+    }
+    h.watch();
+    true
 }
 
 #[inline]

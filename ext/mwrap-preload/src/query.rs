@@ -162,6 +162,8 @@ unsafe extern "C" fn site_live(id: u32, sink: LiveSink, ctx: *mut c_void) -> i32
 
 unsafe extern "C" fn reset() {
     reading((), |cx| SITES.reset(cx));
+    // Watched code blocks are untracked now; their frees will not be seen.
+    crate::state::code_freed();
 }
 
 unsafe extern "C" fn totals(out: *mut Totals) {

@@ -39,6 +39,11 @@ type IseqPathFn = unsafe extern "C" fn(*const c_void) -> usize;
 const EC_CFP_OFFSET: usize = 16;
 const CFP_PC_OFFSET: usize = 0;
 const CFP_ISEQ_OFFSET: usize = 16;
+/// `rb_iseq_t { VALUE flags; VALUE wrapper; struct rb_iseq_constant_body *body; … }`
+/// `rb_iseq_constant_body { enum iseq_type type; unsigned int iseq_size; VALUE *iseq_encoded; … }`
+const ISEQ_BODY_OFFSET: usize = 16;
+const BODY_ISEQ_SIZE_OFFSET: usize = 4;
+const BODY_ENCODED_OFFSET: usize = 8;
 
 /// Ruby's entry points, resolved once.
 struct RubyRuntime {
@@ -80,6 +85,28 @@ pub struct RubyFrame {
 }
 
 impl RubyFrame {
+    /// The block of compiled code the frame's pc points into, and its size
+    /// in bytes (`ALLOC_N(VALUE, iseq_size)`), when the frame was read
+    /// directly.
+    pub fn code(&self) -> Option<(*const u8, usize)> {
+        let (iseq, _, path) = self.key;
+        if path == 0 || iseq == 0 {
+            return None;
+        }
+        // SAFETY: a frame read directly (known layout) is the running
+        // Ruby frame of this thread, which holds the GVL with no GC
+        // running: its iseq and body are alive and not moving.
+        unsafe {
+            let body = *((iseq + ISEQ_BODY_OFFSET) as *const *const u8);
+            if body.is_null() {
+                return None;
+            }
+            let size = *(body.add(BODY_ISEQ_SIZE_OFFSET) as *const u32) as usize;
+            let code = *(body.add(BODY_ENCODED_OFFSET) as *const *const u8);
+            (!code.is_null()).then_some((code, size * core::mem::size_of::<usize>()))
+        }
+    }
+
     /// The frame's file (NUL-terminated, owned by Ruby) and line.
     pub fn location(&self) -> Option<(*const c_char, u32)> {
         if self.location.is_some() {

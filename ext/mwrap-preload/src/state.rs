@@ -47,6 +47,24 @@ pub fn saw_generation(generation: u64) {
     }
 }
 
+/// Bumped whenever a block of Ruby's compiled code that a per-thread
+/// cache points into is freed: such a cache entry is only valid in the
+/// epoch it was made in. (The GC generation is not enough: Ruby frees
+/// objects, and reuses their addresses, while `GC.count` stays the same.)
+static CODE_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+#[inline(always)]
+pub fn code_epoch() -> u64 {
+    CODE_EPOCH.load(Ordering::Relaxed)
+}
+
+/// A watched code block is being freed: every cache entry made before is
+/// stale.
+#[cold]
+pub fn code_freed() {
+    CODE_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
 const NOT_STARTED: u8 = 0;
 const STARTING: u8 = 1;
 const STARTED: u8 = 2;

@@ -19,14 +19,17 @@ const QUIET_FIBERS: usize = 8;
 /// Frees a signal handler can defer while this thread holds a table lock.
 const DEFERRED_FREES: usize = 32;
 
-/// A Ruby frame key (see `ruby::RubyFrame`) seen on this thread. Valid
-/// only within the GC generation it was filled in: Ruby frees (and may
-/// reuse the memory of) an iseq or a file-name string only in a GC, so
-/// pointers seen in this generation still name the same line.
+/// A Ruby frame key (see `ruby::RubyFrame`) seen on this thread, and its
+/// location. Valid only in the code epoch it was made in
+/// (`state::code_epoch`): the pc points into a block of compiled code that
+/// the preload watches, and freeing that block (the only way its address,
+/// or its iseq's, could come to name another line) ends the epoch. Not
+/// the GC generation: Ruby frees objects, and their addresses are reused,
+/// while `GC.count` stays the same.
 #[derive(Clone, Copy)]
 struct RubyCacheEntry {
     key: (usize, usize, usize),
-    generation: u64,
+    epoch: u64,
     site: u32,
 }
 
@@ -112,22 +115,18 @@ impl ThreadData {
     }
 
     #[inline]
-    pub fn cached_ruby_site(&self, key: (usize, usize, usize), generation: u64) -> Option<u32> {
+    pub fn cached_ruby_site(&self, key: (usize, usize, usize), epoch: u64) -> Option<u32> {
         // SAFETY: the caches are only touched by their own thread, and no
         // reference into them outlives the call.
         let e = unsafe { &(*self.ruby_cache.get())[Self::ruby_slot(key)] };
-        (e.key == key && e.generation == generation && e.site != 0).then_some(e.site)
+        (e.key == key && e.epoch == epoch && e.site != 0).then_some(e.site)
     }
 
     #[inline]
-    pub fn cache_ruby_site(&self, key: (usize, usize, usize), generation: u64, site: u32) {
+    pub fn cache_ruby_site(&self, key: (usize, usize, usize), epoch: u64, site: u32) {
         // SAFETY: as in `cached_ruby_site`.
         let e = unsafe { &mut (*self.ruby_cache.get())[Self::ruby_slot(key)] };
-        *e = RubyCacheEntry {
-            key,
-            generation,
-            site,
-        };
+        *e = RubyCacheEntry { key, epoch, site };
     }
 
     #[inline]

@@ -7,7 +7,7 @@ use mwrap_core::sites::FreeOutcome;
 use mwrap_core::LiveAllocation;
 
 use crate::per_thread::{self, lock_cx, Record};
-use crate::state::{current_generation, started, HEAP, SITES};
+use crate::state::{code_freed, current_generation, started, HEAP, SITES};
 use crate::thread_data::{ThreadData, BUSY, DEFERRED, QUIET, READY};
 use crate::{init, locate, real, ruby};
 
@@ -101,7 +101,7 @@ unsafe fn charge_to_location(
 pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
     // SAFETY: per this function's contract.
     if unsafe { (*hdr).site() } == UNTRACKED_SITE {
-        return true;
+        return true; // (only tracked blocks are watched)
     }
     let Some(record) = per_thread::current() else {
         return false; // no record to lock with: the block stays allocated
@@ -109,7 +109,13 @@ pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
     // SAFETY: per this function's contract.
     match unsafe { SITES.record_free(&lock_cx(record), hdr, current_generation()) } {
         // Frees a handler deferred are done by this thread's next charge.
-        FreeOutcome::Counted | FreeOutcome::Untracked => true,
+        FreeOutcome::Counted { watched } => {
+            if watched {
+                code_freed();
+            }
+            true
+        }
+        FreeOutcome::Untracked => true,
         FreeOutcome::Deferred => {
             per_thread::data(record).defer_free(hdr);
             false
@@ -133,9 +139,14 @@ fn drain_deferred(record: &'static Record, data: &ThreadData) {
                 data.defer_free(hdr);
                 return;
             }
-            // SAFETY: the block is out of every table and the program is
-            // done with it.
-            _ => unsafe { real::free_block(hdr) },
+            outcome => {
+                if outcome == (FreeOutcome::Counted { watched: true }) {
+                    code_freed();
+                }
+                // SAFETY: the block is out of every table and the program
+                // is done with it.
+                unsafe { real::free_block(hdr) }
+            }
         }
     }
 }
