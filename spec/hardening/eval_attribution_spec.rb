@@ -22,11 +22,7 @@ RSpec.describe "hardening: eval'd lines are charged to themselves" do
   let(:script) { File.join(__dir__, "scripts", "eval_attribution.rb") }
   after { FileUtils.rm_rf(tmp) }
 
-  it "has a row for every one of 80 children × 2,500 eval'd lines",
-     pending: "current build: 4-13 of the 200,000 lines have no row in each run, their String " \
-              "charged to the line 23 or 32 evals earlier in the same child (rows of [2002, 2]); the baseline " \
-              "(aabc2a2) has none, nor a build whose file-name cache (thread_data.rs cached_file, " \
-              "keyed by name pointer and GC generation) always misses" do
+  it "has a row for every one of 80 children × 2,500 eval'd lines" do
     path = File.join(tmp, "dump.txt")
     r = ruby_run(script, "80", "2500", preloaded: true, env: { "MWRAP" => "dump_path:#{path}" }, timeout: 120)
     expect([r.stdout, r.stderr, r.exitstatus]).to eq(["80 children\n", "", 0]), r.describe
