@@ -1,27 +1,23 @@
 # frozen_string_literal: true
 
-require "open3"
 require "rbconfig"
 require "tmpdir"
 require "fileutils"
+require_relative "support/spec_process"
+require_relative "support/c_build_cache"
 
-# Helpers to run real processes under the built preload library.
+# Helpers to run real processes under the built preload library. Every
+# process goes through SpecProcess.run: with a clean environment and a time
+# limit (SpecProcess::DEFAULT_TIMEOUT unless `timeout:` says otherwise).
 module MwrapSpecHelpers
-  ROOT = File.expand_path("..", __dir__)
+  ROOT = SpecProcess::ROOT
   LIB = File.join(ROOT, "lib")
   EXE = File.join(ROOT, "exe", "mwrap")
   EXAMPLES = File.join(ROOT, "examples")
   TARGET = ENV.fetch("CARGO_TARGET_DIR", File.join(ROOT, "target"))
 
-  Result = Struct.new(:stdout, :stderr, :status) do
-    def success?
-      status.success?
-    end
-
-    def exitstatus
-      status.exitstatus
-    end
-  end
+  # What a child did (stdout, stderr, status, timed_out, seconds, ...).
+  Result = SpecProcess::Result
 
   # One line of a dump: "%16zu %12zu %s\n".
   DumpRow = Struct.new(:total, :allocations, :location)
@@ -58,19 +54,40 @@ module MwrapSpecHelpers
   # Environment for every child: nothing inherited that would change what
   # the preload sees or records.
   def clean_env(env = {})
-    { "LD_PRELOAD" => nil, "MWRAP" => nil, "RUBYOPT" => nil, "RUBYLIB" => nil }.merge(env)
+    SpecProcess.clean_env(env)
   end
 
-  def capture(env, *cmd, stdin_data: "", chdir: ROOT)
-    out, err, status = Open3.capture3(clean_env(env), *cmd, stdin_data: stdin_data, chdir: chdir)
-    Result.new(out, err, status)
+  # The path of a program on PATH, or nil.
+  def which(name)
+    SpecProcess.which(name)
+  end
+
+  # Runs `cmd` with `env` (over clean_env) and returns its Result; raises
+  # SpecProcess::TimedOut, naming the command and showing its output and
+  # stacks, when it outlives `timeout` seconds.
+  def capture(env, *cmd, stdin_data: "", chdir: ROOT, timeout: SpecProcess::DEFAULT_TIMEOUT)
+    SpecProcess.run(env, *cmd, stdin_data: stdin_data, chdir: chdir, timeout: timeout)
+  end
+
+  # The LD_PRELOAD value for `preload`: :built (the built preload), nil
+  # (none), a path, or a list of those (joined with ":").
+  def preload_value(preload)
+    return preload.map { |p| preload_value(p) }.join(":") if preload.is_a?(Array)
+
+    preload == :built ? built_preload : preload
+  end
+
+  # [env, command] running `ruby RUBY_OPTS -I lib ARGS...` under `preload`
+  # (see preload_value), `env` on top.
+  def ruby_command(args, preload: :built, env: {}, ruby_opts: [])
+    [{ "LD_PRELOAD" => preload_value(preload) }.merge(env), [RbConfig.ruby, *ruby_opts, "-I", LIB, *args]]
   end
 
   # Runs `ruby -I lib ARGS...` with LD_PRELOAD=`preload` (the built
   # preload unless given; nil runs without any preload).
-  def run_ruby(*args, env: {}, preload: :built)
-    preload = built_preload if preload == :built
-    capture({ "LD_PRELOAD" => preload }.merge(env), RbConfig.ruby, "-I", LIB, *args)
+  def run_ruby(*args, env: {}, preload: :built, timeout: SpecProcess::DEFAULT_TIMEOUT)
+    child_env, cmd = ruby_command(args, preload: preload, env: env)
+    capture(child_env, *cmd, timeout: timeout)
   end
 
   # Writes `code` to `dir/name` and runs it like run_ruby; the script's
@@ -82,8 +99,8 @@ module MwrapSpecHelpers
   end
 
   # Runs exe/mwrap with `args` (the dev tree's lib is on its $LOAD_PATH).
-  def run_mwrap(*args, env: {})
-    capture(env, RbConfig.ruby, EXE, *args)
+  def run_mwrap(*args, env: {}, timeout: SpecProcess::DEFAULT_TIMEOUT)
+    capture(env, RbConfig.ruby, EXE, *args, timeout: timeout)
   end
 
   # Parses dump text (or the file at `path:`) into DumpRows; raises on a
@@ -96,23 +113,16 @@ module MwrapSpecHelpers
     end
   end
 
-  # Compiles spec/support/fake_preload.c once per run; nil without gcc.
+  # spec/support/fake_preload.c built for the extension's ABI version,
+  # once per run (CBuildCache); nil (with a warning) without gcc.
   def fake_preload
-    return @fake_preload if defined?(@fake_preload)
+    CBuildCache.try_build(File.join(__dir__, "support", "fake_preload.c"), shared: true, cflags: %w[-O1 -Wall],
+                          flags: ["-DFAKE_ABI_VERSION=#{MwrapSpecHelpers.abi_version}"])
+  end
 
-    cc = ENV.fetch("CC", "gcc")
-    src = File.join(__dir__, "support", "fake_preload.c")
-    dir = Dir.mktmpdir("mwrap-fake-preload")
-    at_exit { FileUtils.rm_rf(dir) }
-    so = File.join(dir, "libfake_preload.so")
-    abi = Integer(run_ruby("-r", "mwrap", "-e", "print Mwrap.abi_version", preload: nil).stdout)
-    _, err, status = Open3.capture3(cc, "-shared", "-fPIC", "-O1", "-Wall",
-                                    "-DFAKE_ABI_VERSION=#{abi}", "-o", so, src)
-    warn "cannot build the fake preload: #{err}" unless status.success?
-    @fake_preload = status.success? ? so : nil
-  rescue SystemCallError => e
-    warn "cannot build the fake preload: #{e.message}"
-    @fake_preload = nil
+  # Mwrap.abi_version of the built extension (asked once per run).
+  def self.abi_version
+    @abi_version ||= Integer(run_ruby("-r", "mwrap", "-e", "print Mwrap.abi_version", preload: nil).stdout)
   end
 end
 

@@ -2,6 +2,7 @@
 
 require_relative "torture_helper"
 require "json"
+require "timeout"
 
 # Scenario 9: signals. Ruby trap handlers run (and allocate) while the
 # program allocates, every signal still reaches the program, and the

@@ -11,7 +11,7 @@
 require "mwrap"
 require "json"
 require_relative "torture_native"
-require_relative "stacks"
+require_relative "../../support/spec_process"
 abort "not running under a compatible preload" unless Mwrap.preloaded?
 
 native = TortureNative.new(ARGV[0])
