@@ -9,6 +9,7 @@ require "mwrap"
 require "json"
 require "rbconfig"
 require_relative "torture_native"
+require_relative "../../support/spec_process"
 abort "not running under a compatible preload" unless Mwrap.preloaded?
 native = TortureNative.new(ARGV[0])
 forks = Integer(ARGV[1])
@@ -42,18 +43,8 @@ end
 
 # Waits for pid with a time bound; kills it and records a failure if it hangs.
 wait_bounded = lambda do |name, pid|
-  deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-  loop do
-    _, status = Process.waitpid2(pid, Process::WNOHANG)
-    return status if status
-
-    if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-      failures << "#{name} (pid #{pid}) did not exit within #{timeout} s: killed"
-      Process.kill(:KILL, pid)
-      Process.waitpid(pid)
-      return nil
-    end
-    sleep 0.002
+  SpecProcess.wait_child(pid, timeout: timeout) do
+    failures << "#{name} (pid #{pid}) did not exit within #{timeout} s: killed"
   end
 end
 
