@@ -122,19 +122,21 @@ module SpecProcess
 
   # Waits at most `timeout` seconds for child process `pid` of this process
   # (a thread blocked in waitpid, not a polling loop) and returns its
-  # Process::Status. When it does not exit in time: yields its pid (to read
-  # its stacks, say), kills it, reaps it and returns nil.
+  # Process::Status. When it does not exit in time: reads its stacks, kills
+  # and reaps it, yields "(pid N) did not exit within T s: killed" with the
+  # stacks (for a failure message), and returns nil.
   def wait_child(pid, timeout:)
     waiter = Process.detach(pid)
     return waiter.value if waiter.join(timeout)
 
-    yield pid if block_given?
+    stacks = ThreadStacks.of(pid)
     begin
       Process.kill(:KILL, pid)
     rescue Errno::ESRCH
       nil
     end
     waiter.join
+    yield "(pid #{pid}) did not exit within #{timeout} s: killed#{"; its threads:\n#{stacks}" if stacks}"
     nil
   end
 

@@ -144,10 +144,7 @@ while elapsed.call < seconds
     a = Array.new(1000) { |i| "child #{i}" * 10 }
     exit!(Mwrap.each(1 << 20).count.positive? && a.size == 1000 ? 0 : 3)
   end
-  status = SpecProcess.wait_child(pid, timeout: 60) do
-    stacks = ThreadStacks.of(pid)
-    failures << "fork child #{pid} hung#{":\n#{stacks}" if stacks}"
-  end
+  status = SpecProcess.wait_child(pid, timeout: 60) { |hang| failures << "fork child #{hang}" }
   failures << "fork child #{pid}: #{status.inspect}" if status && !status.success?
   forks += 1
   sites = 0

@@ -47,10 +47,7 @@ while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
          end
     exit!(ok ? 0 : 3)
   end
-  status = SpecProcess.wait_child(pid, timeout: 30) do
-    stacks = ThreadStacks.of(pid)
-    failures << "fork child #{pid} hung (dlopen churn)#{":\n#{stacks}" if stacks}"
-  end
+  status = SpecProcess.wait_child(pid, timeout: 30) { |hang| failures << "fork child #{hang} (dlopen churn)" }
   failures << "fork child #{pid}: #{status.inspect}" if status && !status.success?
   stats[:forks] += 1
   # Pacing, not a wait: in "counts" mode the churn runs between forks too.

@@ -41,11 +41,10 @@ child_work = lambda do |i, file|
   "#{i} #{rows} #{own} #{words.size} #{Mwrap.preloaded?}"
 end
 
-# Waits for pid with a time bound; kills it and records a failure if it hangs.
+# Waits for pid with a time bound; kills it and records a failure (with
+# its stacks) if it hangs.
 wait_bounded = lambda do |name, pid|
-  SpecProcess.wait_child(pid, timeout: timeout) do
-    failures << "#{name} (pid #{pid}) did not exit within #{timeout} s: killed"
-  end
+  SpecProcess.wait_child(pid, timeout: timeout) { |hang| failures << "#{name} #{hang}" }
 end
 
 read_bounded = lambda do |name, io|
