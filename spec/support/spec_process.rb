@@ -246,7 +246,8 @@ module SpecProcess
     # if nothing). Waits at most `timeout` seconds (and not past the run's
     # limit); raises TimedOut, having killed the group, if no line came.
     def gets(timeout = nil)
-      limit = timeout ? [SpecProcess.now + timeout, @deadline].min : @deadline
+      per_line = timeout && SpecProcess.now + timeout < @deadline
+      limit = per_line ? SpecProcess.now + timeout : @deadline
       @lock.synchronize do
         loop do
           if (newline = @out.index("\n", @read_to))
@@ -260,8 +261,7 @@ module SpecProcess
           @arrived.wait(@lock, left)
         end
       end
-      waited = timeout && SpecProcess.now + timeout < @deadline ? "#{timeout} s" : "the run's limit"
-      raise TimedOut.new(finish(timed_out: true), "no line on stdout within #{waited}")
+      raise TimedOut.new(finish(timed_out: true), "no line on stdout within #{per_line ? "#{timeout} s" : "the limit"}")
     end
 
     # Waits for the child to exit and close its output, at most until the
@@ -318,20 +318,21 @@ module SpecProcess
       nil
     end
 
-    # Ends the run: on a timeout (or when called from kill_unless_done),
-    # reads the group's stacks (`stacks`), kills the group and reaps the
-    # child; closes the pipes; builds the Result.
+    # Ends the run: after a timeout, reads the group's stacks (unless
+    # `stacks` is false); kills the group if anything of it may be left
+    # (a timeout, or kill_unless_done before the child or its output
+    # ended); reaps the child, closes the pipes, builds the Result.
     def finish(timed_out:, stacks: @read_stacks)
       return @result if @result
 
-      killed = timed_out || @waiter.alive?
+      killed = timed_out || @waiter.alive? || @readers.any?(&:alive?)
       group_stacks = SpecProcess.group_stacks(@pid) if timed_out && stacks
       kill_group if killed
       @waiter.join(killed ? 10 : nil)
       # After the kill the pipes reach EOF at once, unless a process outside
       # the group holds them: then stop reading.
       grace = SpecProcess.now + 2
-      @readers.each { |t| t.join(killed ? [grace - SpecProcess.now, 0].max : nil) }
+      @readers.each { |t| t.join([grace - SpecProcess.now, 0].max) }
       @pipes.each { |io| io.close unless io.closed? }
       @readers.each(&:join)
       @writer&.join
