@@ -172,6 +172,8 @@ RSpec.describe "torture: exec into non-Ruby programs" do
     end
 
     it "passes a Ruby program killing itself by signal through" do
+      # Ruby handles a signal it sends itself inside Process.kill; the
+      # sleep only keeps the program from exiting 0 if it did not.
       r = TortureHelpers.run_timed({ "MWRAP" => "dump_fd:2" }, RbConfig.ruby, MwrapSpecHelpers::EXE, RbConfig.ruby,
                                    "-e", 'x = "a" * 100_000; Process.kill(:TERM, $$); sleep 5', timeout: 60)
       expect(r.termsig).to eq(Signal.list.fetch("TERM")), r.describe
