@@ -350,6 +350,9 @@ end
 module ThreadStacks
   # gdb itself gets this long to attach and print.
   GDB_SECONDS = 60
+  # Innermost frames shown per thread. A thread hung in Ruby's crash report
+  # ([BUG] ..., itself allocating) needs over 30 before its crash shows.
+  FRAMES = 80
 
   module_function
 
@@ -361,7 +364,7 @@ module ThreadStacks
   def of(pid)
     path = gdb or return nil
 
-    r = SpecProcess.run({}, path, "-p", pid.to_s, "-batch", "-nx", "-ex", "thread apply all bt 30",
+    r = SpecProcess.run({}, path, "-p", pid.to_s, "-batch", "-nx", "-ex", "thread apply all bt #{FRAMES}",
                         timeout: GDB_SECONDS, on_timeout: :return, stacks: false)
     lines = r.stdout.lines.grep(/^(Thread |#\d)/).join
     r.timed_out ? "#{lines}(gdb did not finish within #{GDB_SECONDS} s)\n" : lines
