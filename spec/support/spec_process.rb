@@ -58,8 +58,9 @@ module SpecProcess
       so_far = timed_out ? " so far" : ""
       text = "#{command}\n#{how}\n--- stdout#{so_far} ---\n#{SpecProcess.tail(stdout)}\n" \
              "--- stderr#{so_far} ---\n#{SpecProcess.tail(stderr)}"
-      text += "\n--- stacks at the timeout ---\n#{stacks || '(none: gdb is not installed)'}" if timed_out
-      text
+      return text unless timed_out
+
+      "#{text}\n--- stacks at the timeout ---\n#{stacks || "(none: #{ThreadStacks.gdb ? 'not read' : 'no gdb'})"}"
     end
   end
 

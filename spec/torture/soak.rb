@@ -37,7 +37,7 @@ unless ENV["MWRAP_SOAK_CHILD"]
                       timeout: seconds + 600, echo: true, on_timeout: :return)
   if r.timed_out || r.status.signaled?
     warn "soak: the workload #{r.timed_out ? 'hung' : "died by signal #{r.termsig}"}"
-    warn "--- stacks at the timeout ---\n#{r.stacks || '(none: gdb is not installed)'}" if r.timed_out
+    warn "--- stacks at the timeout ---\n#{r.stacks || '(none: no gdb)'}" if r.timed_out
     exit 1
   end
   exit r.exitstatus
