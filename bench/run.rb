@@ -14,7 +14,9 @@
 #                           only the native benchmark and callgrind
 #   HEAPTRACK=0|1           heaptrack variant (default: full mode, if installed)
 #   CALLGRIND=0|1           instruction counts (default: full mode, if valgrind)
-#   NATIVE=0                skip the native (no Ruby) micro-benchmark
+#   NATIVE=0                skip the native (no Ruby) micro-benchmarks
+#   FORK_SITES=n            call sites of the fork benchmark (default 1,000,000;
+#                           quick: 100,000)
 #   PERF=0|1                perf profile of the native 2-thread run (default:
 #                           full mode, if perf is installed)
 #   MWRAP_BENCH_PRELOAD     our preload (default lib/mwrap/libmwrap_preload.so)
@@ -58,7 +60,7 @@ module Bench
 
   TARGETS = {
     wall: 1.25, rss: 1.15, w1_instructions: 1.15, w1_extra_per_pair: 300,
-    native_extra_per_pair: 150, thread_scaling: 1.2
+    native_extra_per_pair: 150, thread_scaling: 1.2, fork_handler_ms: 2.0
   }.freeze
   TARGET_WORKLOADS = %w[w1 w2 w3 w4 w5].freeze
 
@@ -144,6 +146,7 @@ module Bench
         warn_if_busy
         @results["workloads"] = @workloads.empty? ? [] : run_workloads
         @results["native"] = run_native if @native
+        @results["fork"] = run_fork if @native
         @results["perf"] = run_perf if @native && @perf
         @results["callgrind"] = run_callgrind if @callgrind
         @results["loadavg"] = { "before" => @load_before, "after" => loadavg }
@@ -223,6 +226,7 @@ module Bench
       FileUtils.mkdir_p(BUILD_DIR)
       @runone = compile("runone.c", "runone", [])
       @alloc_bench = compile("alloc_bench.c", "alloc_bench", %w[-pthread -fno-builtin-malloc -fno-builtin-free])
+      @fork_bench = compile("fork_bench.c", "fork_bench", %w[-ldl])
     end
 
     def compile(src, out, flags)
@@ -443,6 +447,32 @@ module Bench
         "parallel" => plain_scaling <= PARALLEL_LIMIT, "plain_scaling" => plain_scaling.round(3) }
     end
 
+    def fork_sites
+      Integer(ENV.fetch("FORK_SITES", @quick ? "100000" : "1000000"))
+    end
+
+    FORKS = 50
+
+    # fork() of a process holding `fork_sites` locations: the call's wall
+    # time under each variant, and (from this build's
+    # mwrap_fork_handler_stats) the time spent in mwrap's fork handlers.
+    def run_fork
+      rows = variants(with_heaptrack: false).filter_map do |v|
+        env = clean_env.merge(v.preload ? { "LD_PRELOAD" => v.preload } : {})
+        cmd = [@fork_bench, fork_sites.to_s, FORKS.to_s]
+        out = IO.popen(env, cmd, err: [:child, :out], &:read)
+        unless $?.success?
+          failed(v, "fork_bench", $?.exitstatus || $?.termsig.to_i + 128, cmd, out)
+          next
+        end
+        _, _, median, min, handler, rss = out.split.map { |x| Integer(x) }
+        { "variant" => v.label, "fork_median_us" => (median / 1000.0).round(1), "fork_min_us" => (min / 1000.0).round(1),
+          "handler_us" => handler.negative? ? nil : (handler / 1000.0).round(1), "peak_rss_mb" => (rss / 1024.0).round(1) }
+      end
+      puts "fork_bench: #{fmt_int(fork_sites)} sites, #{FORKS} forks per variant"
+      { "sites" => fork_sites, "forks" => FORKS, "variants" => rows }
+    end
+
     # A cpu-clock sample profile of alloc_bench with 2 threads under our
     # preload: where the 2-thread slowdown goes. Optional (perf may be
     # missing or not allowed); a failure only skips it.
@@ -634,6 +664,10 @@ module Bench
                            "so they did not run in parallel (busy machine)" }
              end
       end
+      if (fk = @results["fork"]) && (m = fk["variants"].find { |v| v["variant"] == "mwrap" }) && m["handler_us"]
+        t << target("time in mwrap's fork handlers <= #{TARGETS[:fork_handler_ms]} ms with #{fmt_int(fk['sites'])} sites",
+                    (m["handler_us"] / 1000.0).round(4), TARGETS[:fork_handler_ms])
+      end
       t
     end
 
@@ -709,6 +743,18 @@ module Bench
           puts "(plain glibc: #{nat['plain_scaling']}x per thread with 2 threads: they did not run in parallel, " \
                "the machine was busy; the 2-thread columns say nothing about lock contention)"
         end
+      end
+      if (fk = @results["fork"])
+        puts
+        puts "fork() with #{fmt_int(fk['sites'])} locations (#{fk['forks']} forks; the child _exits at once)"
+        puts
+        rows = fk["variants"].map do |v|
+          [v["variant"], format("%.1f", v["fork_median_us"]), format("%.1f", v["fork_min_us"]),
+           v["handler_us"] ? format("%.1f", v["handler_us"]) : "-", format("%.1f", v["peak_rss_mb"])]
+        end
+        puts markdown_table(["variant", "fork() median us", "fork() min us", "in mwrap's handlers us",
+                             "peak RSS MiB"], rows)
+        puts "(fork() itself grows with the process's mapped memory: the kernel copies its page tables)"
       end
       if (perf = @results["perf"])
         puts

@@ -8,3 +8,8 @@ require "mwrap/version"
 require "mwrap/error"
 require "mwrap/preload_path"
 require "mwrap/mwrap_ext"
+
+# Ruby mallocs a method's call cache for a class the first time the method
+# is called on it, at the calling line. Fill Mwrap.quiet's cache here, so
+# that a program's own `Mwrap.quiet do` line records nothing.
+Mwrap.quiet {}

@@ -2,9 +2,21 @@
 
 require "spec_helper"
 require "tmpdir"
+require File.join(MwrapSpecHelpers::LIB, "mwrap", "version")
 
 RSpec.describe "exe/mwrap" do
   let(:preload) { File.join(MwrapSpecHelpers::LIB, "mwrap", "libmwrap_preload.so") }
+
+  # `ruby -e 'puts 6*7'` with `env` must print, say and exit under exe/mwrap
+  # what it does under the preload alone; returns the preload-alone run.
+  def expect_same_as_preload_alone(env)
+    command = [RbConfig.ruby, "-e", "puts 6*7"]
+    direct = capture(env.merge("LD_PRELOAD" => preload), *command)
+    expect(direct.stdout).to eq("42\n")
+    wrapped = run_mwrap(*command, env: env)
+    expect([wrapped.stdout, wrapped.stderr, wrapped.exitstatus]).to eq([direct.stdout, direct.stderr, direct.exitstatus])
+    direct
+  end
 
   describe "usage" do
     it "prints usage on stderr and exits 2 without arguments" do
@@ -26,7 +38,7 @@ RSpec.describe "exe/mwrap" do
     it "prints its version" do
       r = run_mwrap("--version")
       expect(r.exitstatus).to eq(0)
-      expect(r.stdout).to eq("mwrap 0.1.0\n")
+      expect(r.stdout).to eq("mwrap #{Mwrap::VERSION}\n")
     end
 
     it "rejects an unknown option before the command with usage and exit 2" do
@@ -63,6 +75,7 @@ RSpec.describe "exe/mwrap" do
         r = run_mwrap(path)
         expect(r.exitstatus).to eq(126)
         expect(r.stderr).to include(path)
+        expect(r.stderr).to eq("mwrap: #{path}: Permission denied\n")
       end
     end
 
@@ -113,6 +126,10 @@ RSpec.describe "exe/mwrap" do
       end
     end
 
+    it "runs the command when dump_fd is no descriptor number, as the preload alone does" do
+      expect_same_as_preload_alone("MWRAP" => "dump_fd:99999999999999999999")
+    end
+
     it "inherits systemd LISTEN_FDS descriptors when LISTEN_PID is its own pid" do
       Dir.mktmpdir do |dir|
         out = File.join(dir, "out")
@@ -128,6 +145,32 @@ RSpec.describe "exe/mwrap" do
       end
     end
 
+    it "says a directory is a directory and exits 126, as a shell does" do
+      shell = capture({}, "sh", "-c", '"$0"', Dir.tmpdir)
+      expect(shell.exitstatus).to eq(126)
+      r = run_mwrap(Dir.tmpdir)
+      expect(r.stderr).to eq("mwrap: #{Dir.tmpdir}: is a directory\n")
+      expect(r.exitstatus).to eq(shell.exitstatus)
+      r = run_mwrap("lib/") # relative to the command's directory (ROOT)
+      expect([r.stderr, r.exitstatus]).to eq(["mwrap: lib/: is a directory\n", 126])
+      # A name without a slash is looked for in PATH only, as a shell does.
+      r = run_mwrap("lib")
+      expect([r.stderr, r.exitstatus]).to eq(["mwrap: lib: command not found\n", 127])
+    end
+
+    it "runs from a tree without the native extension: it loads only pure-Ruby files" do
+      Dir.mktmpdir do |dir|
+        lib = File.join(dir, "lib")
+        FileUtils.mkdir_p([File.join(dir, "exe"), File.join(lib, "mwrap")])
+        FileUtils.cp(MwrapSpecHelpers::EXE, File.join(dir, "exe"))
+        FileUtils.cp(Dir[File.join(MwrapSpecHelpers::LIB, "mwrap", "*.rb")], File.join(lib, "mwrap"))
+        FileUtils.ln_s(preload, File.join(lib, "mwrap", "libmwrap_preload.so"))
+        expect(Dir[File.join(lib, "**", "*_ext.so")]).to be_empty
+        r = capture({}, RbConfig.ruby, File.join(dir, "exe", "mwrap"), "sh", "-c", 'echo "$LD_PRELOAD"')
+        expect([r.stdout, r.stderr, r.exitstatus]).to eq(["#{File.join(lib, 'mwrap', 'libmwrap_preload.so')}\n", "", 0])
+      end
+    end
+
     it "profiles a non-Ruby command: MWRAP=dump_path writes native 0x locations" do
       Dir.mktmpdir do |dir|
         dump = File.join(dir, "dump.txt")
@@ -137,6 +180,56 @@ RSpec.describe "exe/mwrap" do
         rows = parse_dump(path: dump)
         expect(rows).not_to be_empty
         expect(rows.map(&:location)).to include(a_string_matching(/0x\h+/))
+      end
+    end
+  end
+
+  # Environment values are bytes: under a UTF-8 locale Ruby tags them UTF-8
+  # even when they are not valid UTF-8.
+  describe "environment values that are not UTF-8, under a UTF-8 locale" do
+    let(:utf8_locale) { { "LANG" => "C.UTF-8", "LC_ALL" => "C.UTF-8" } }
+    # This process's libc: preloading it again changes nothing.
+    let(:libc) { File.readlines("/proc/self/maps").map { |l| l.split[5] }.compact.grep(%r{/libc\.so}).first }
+
+    before do
+      require_preload!
+      locale = capture(utf8_locale.merge("MWRAP" => "x"), RbConfig.ruby, "-e",
+                       "print Encoding.default_external, ENV['MWRAP'].encoding")
+      expect(locale.stdout).to eq("UTF-8UTF-8"), "C.UTF-8 is not a UTF-8 locale here: #{locale.stdout}"
+    end
+
+    it "runs the command as it runs under the preload alone when MWRAP is not UTF-8" do
+      direct = expect_same_as_preload_alone(utf8_locale.merge("MWRAP" => "dump_min:1,\xFFbad:\xFE".b))
+      expect(direct.stderr).to include("mwrap: ignoring bad MWRAP entries")
+    end
+
+    it "keeps dump_fd:N open across exec when MWRAP also holds bytes that are not UTF-8" do
+      Dir.mktmpdir do |dir|
+        out = File.join(dir, "dump")
+        File.open(out, "w") do |f|
+          env = clean_env(utf8_locale.merge("MWRAP" => "\xFF:1,dump_fd:#{f.fileno}".b))
+          pid = Process.spawn(env, RbConfig.ruby, MwrapSpecHelpers::EXE, "sh", "-c", "echo hello >&#{f.fileno}",
+                              f.fileno => f.fileno, err: File::NULL)
+          Process.wait(pid)
+          expect($?.exitstatus).to eq(0)
+        end
+        expect(File.read(out)).to start_with("hello\n")
+      end
+    end
+
+    it "keeps an LD_PRELOAD entry that is not UTF-8 as it is" do
+      Dir.mktmpdir do |dir|
+        odd_dir = File.join(dir.b, "\xFF\xFE".b)
+        Dir.mkdir(odd_dir)
+        entry = File.join(odd_dir, "libc.so.6")
+        File.symlink(libc, entry)
+        command = ["sh", "-c", 'printf "%s" "$LD_PRELOAD"']
+        wrapped = run_mwrap(*command, env: utf8_locale.merge("LD_PRELOAD" => "#{entry} #{preload}".b))
+        expect(wrapped.stdout.b).to eq("#{preload}:#{entry}".b)
+        direct = capture(utf8_locale.merge("LD_PRELOAD" => "#{preload}:#{entry}".b), *command)
+        expect([wrapped.stdout, wrapped.stderr, wrapped.exitstatus])
+          .to eq([direct.stdout, direct.stderr, direct.exitstatus])
+        expect(wrapped.stderr).to eq("")
       end
     end
   end

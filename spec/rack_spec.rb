@@ -16,7 +16,7 @@ rescue LoadError
 end
 require "mwrap/rack"
 
-RSpec.describe Mwrap::Rack do
+RSpec.describe Mwrap::RackApp do
   before { skip "rack is not installed (Debian: apt-get install ruby-rack)" unless defined?(::Rack::MockRequest) }
 
   let(:request) { ::Rack::MockRequest.new(::Rack::Lint.new(described_class.new)) }
@@ -29,6 +29,27 @@ RSpec.describe Mwrap::Rack do
   it "is also MwrapRack, mwrap 2.x's name, and runs on the installed Rack" do
     expect(MwrapRack).to equal(described_class)
     expect(::Rack.release).to match(/\A[23]\./)
+  end
+
+  it "still answers to Mwrap::Rack, warning once with the new name and the caller's line; Rack in Mwrap is ::Rack" do
+    Dir.mktmpdir do |dir|
+      path, r = run_script(<<~'RUBY', dir: dir, preload: nil)
+        require "mwrap/rack"
+        old = Mwrap::Rack
+        2.times { Mwrap::Rack }
+        without_rack = Mwrap.module_eval("Rack") # no ::Rack yet: the old name
+        require "rack"
+        p [without_rack, old, MwrapRack].map { |app| app.equal?(Mwrap::RackApp) }
+        p [Mwrap.module_eval("Rack"), Mwrap.module_eval { Rack }].map { |rack| rack.equal?(::Rack) }
+        module Mwrap
+          p Rack.equal?(::Rack)
+        end
+        p Mwrap::Rack.equal?(Mwrap::RackApp)
+      RUBY
+      expect(r.stdout).to eq("[true, true, true]\n[true, true]\ntrue\ntrue\n")
+      expect(r.stderr).to eq("#{path}:2: warning: Mwrap::Rack is deprecated: use Mwrap::RackApp (or MwrapRack)\n")
+      expect(r.exitstatus).to eq(0)
+    end
   end
 
   describe "in this process (no preload: empty tables)" do
@@ -76,6 +97,15 @@ RSpec.describe Mwrap::Rack do
       expect(request.get("/%3Cscript%3E").body).not_to include("<script>")
     end
 
+    it "decodes an /at/ location byte for byte: not UTF-8, odd bytes, % not followed by hex digits" do
+      ["/a\xFF\xFE b.rb:1".b, (1..255).map(&:chr).join.b, "100%.rb:2", "%zz%2.rb:3", "a%2Fb+c.rb:4"].each do |loc|
+        res = request.get("/at/#{loc.b.gsub(/[^A-Za-z0-9_.~-]/n) { |c| format('%%%02X', c.ord) }}")
+        expect(res.status).to eq(404)
+        named = loc.b.force_encoding(Encoding::UTF_8)
+        expect(res.body).to include(CGI.escapeHTML("no allocation was ever made at #{named.inspect}")), loc.inspect
+      end
+    end
+
     it "answers HEAD without a body and other methods with 405" do
       head = request.request("HEAD", "/each/0")
       expect(head.status).to eq(200)
@@ -109,7 +139,7 @@ RSpec.describe Mwrap::Rack do
           keep = []
           keep << ("helloworld" * 1000) # cold
           keep << ("helloworld" * 1000) # warm
-          req = Rack::MockRequest.new(Rack::Lint.new(Mwrap::Rack.new))
+          req = Rack::MockRequest.new(Rack::Lint.new(Mwrap::RackApp.new))
           rack_rb = $LOADED_FEATURES.find { |f| f.end_with?("/mwrap/rack.rb") }
           Mwrap.clear
           keep << ("helloworld" * 1000) # measured
@@ -179,7 +209,7 @@ RSpec.describe Mwrap::Rack do
           keep << ("helloworld" * 1000) # cold
           keep << ("helloworld" * 1000) # warm
           loc = "#{__FILE__}:#{__LINE__ - 1}"
-          req = Rack::MockRequest.new(Mwrap::Rack.new)
+          req = Rack::MockRequest.new(Mwrap::RackApp.new)
           list = req.get("/each/0").body
           href = list[%r{<a href="([^"]*)">#{Regexp.escape(CGI.escapeHTML(loc))}</a>}, 1]
           at = req.get(CGI.unescapeHTML(href))
@@ -197,6 +227,30 @@ RSpec.describe Mwrap::Rack do
         generation = rows.find { |c| c.first == "10001" && c.size == 2 }&.last
         expect(Integer(generation)).to be_between(0, gc_count)
         expect(v[:unknown]).to eq(404)
+      end
+    end
+
+    it "links a location whose file name is not UTF-8 and holds % sequences, and serves its page" do
+      Dir.mktmpdir do |dir|
+        code = MwrapApiHelpers::SHOW + <<~'RUBY'
+          require "rack"
+          require "rack/mock"
+          require "cgi"
+          require "mwrap/rack"
+          keep = []
+          keep << ("helloworld" * 1000) # cold
+          keep << ("helloworld" * 1000) # warm
+          req = Rack::MockRequest.new(Rack::Lint.new(Mwrap::RackApp.new))
+          hrefs = req.get("/each/0").body.scan(/<a href="([^"]*)">/).flatten.map { |h| CGI.unescapeHTML(h) }
+          show :pages, hrefs.grep(%r{\A/at/}).to_h { |href| [href, req.get(href).then { |r| [r.status, r.body.b]}] }
+        RUBY
+        path, out = run_api(code, dir: dir.b, name: "odd \xFF\xFE %2F%zz+&.rb".b)
+        loc = "#{path}:#{line_of(code, '# warm')}".b
+        # Every byte but A-Z a-z 0-9 _ . ~ - as %XX: the links' encoding, "/" included.
+        href = "/at/#{loc.gsub(/[^A-Za-z0-9_.~-]/n) { |c| format('%%%02X', c.ord) }}"
+        status, body = values(out)[:pages].fetch(href) { raise "no link #{href} in #{values(out)[:pages].keys}" }
+        expect(status).to eq(200)
+        expect(body).to include("<tr><th>total</th><td>10001</td></tr>", "<tr><th>live_count</th><td>1</td></tr>")
       end
     end
 
@@ -219,7 +273,7 @@ RSpec.describe Mwrap::Rack do
           loc = "#{__FILE__}:#{__LINE__ - 1}"
           server = WEBrick::HTTPServer.new(BindAddress: "127.0.0.1", Port: 0,
                                            Logger: WEBrick::Log.new(IO::NULL), AccessLog: [])
-          server.mount("/mwrap", Rack::Handler::WEBrick, Mwrap::Rack.new)
+          server.mount("/mwrap", Rack::Handler::WEBrick, Mwrap::RackApp.new)
           thread = Thread.new { server.start }
           port = server.config[:Port]
           get = lambda do |path|

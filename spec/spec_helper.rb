@@ -113,16 +113,29 @@ module MwrapSpecHelpers
     end
   end
 
-  # spec/support/fake_preload.c built for the extension's ABI version,
-  # once per run (CBuildCache); nil (with a warning) without gcc.
+  # Builds the fake preload (ext/mwrap-abi/examples/fake_preload.rs,
+  # written against the ABI crate's own types) once per run; nil (with a
+  # warning) without cargo.
   def fake_preload
-    CBuildCache.try_build(File.join(__dir__, "support", "fake_preload.c"), shared: true, cflags: %w[-O1 -Wall],
-                          flags: ["-DFAKE_ABI_VERSION=#{MwrapSpecHelpers.abi_version}"])
+    MwrapSpecHelpers.fake_preload_once
   end
 
-  # Mwrap.abi_version of the built extension (asked once per run).
-  def self.abi_version
-    @abi_version ||= Integer(run_ruby("-r", "mwrap", "-e", "print Mwrap.abi_version", preload: nil).stdout)
+  # The module keeps it: examples call fake_preload on an instance each.
+  def self.fake_preload_once
+    return @fake_preload if defined?(@fake_preload)
+
+    @fake_preload = build_fake_preload
+  end
+
+  def self.build_fake_preload
+    candidates = [ENV["CARGO"], "cargo", File.join(Dir.home, ".cargo", "bin", "cargo")].compact
+    cargo = candidates.filter_map { |c| which(c) }.first
+    r = cargo && capture({ "CARGO_TARGET_DIR" => TARGET }, cargo, "build", "--locked", "--release",
+                         "-p", "mwrap-abi", "--example", "fake_preload", timeout: 600)
+    return File.join(TARGET, "release", "examples", "libfake_preload.so") if r&.success?
+
+    warn "cannot build the fake preload: #{r ? r.stderr : 'no cargo'}"
+    nil
   end
 end
 

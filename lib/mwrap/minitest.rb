@@ -4,7 +4,8 @@ require "minitest"
 require "mwrap/growth"
 
 module Mwrap
-  # Minitest assertion, included into Minitest::Test by
+  # Minitest assertion, included into Minitest::Assertions (so into
+  # Minitest::Test, Minitest::Spec and any class using the assertions) by
   # `require "mwrap/minitest"`:
   #
   #   assert_no_memory_growth { work }
@@ -17,8 +18,11 @@ module Mwrap
   # Run the tests under the preload: `mwrap ruby -Itest test/…_test.rb`.
   # Returns the Mwrap::Growth::Report.
   module MinitestAssertions
+    KEYWORDS = [*Growth::MEASURE_KEYWORDS, *Growth::LIMIT_KEYWORDS, :message].freeze
+
     def assert_no_memory_growth(rounds: 5, warmup: 2, max_growth: 0, max_growth_per_location: nil, min_growth: 0,
-                                ignore: [], message: nil, &block)
+                                ignore: [], message: nil, **unknown, &block)
+      Growth.check_keywords!(unknown, KEYWORDS, "assert_no_memory_growth")
       raise ArgumentError, "assert_no_memory_growth needs a block (the workload)" unless block
 
       Growth.check_limits!(max_growth, max_growth_per_location)
@@ -33,4 +37,5 @@ module Mwrap
   end
 end
 
-Minitest::Test.include(Mwrap::MinitestAssertions)
+# Classes that included Minitest::Assertions before this line get it too (Ruby >= 3.0).
+Minitest::Assertions.include(Mwrap::MinitestAssertions)

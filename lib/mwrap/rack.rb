@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "cgi"
+require "erb"
 require "uri"
 require "mwrap"
 
@@ -9,7 +10,7 @@ module Mwrap
   # running under the preload. Mount it in config.ru:
   #
   #   require "mwrap/rack"
-  #   map("/mwrap") { run Mwrap::Rack.new }
+  #   map("/mwrap") { run Mwrap::RackApp.new }
   #
   # Routes (GET or HEAD):
   #
@@ -28,13 +29,19 @@ module Mwrap
   # path is a 404. Every page is built as one String inside Mwrap.quiet (so
   # serving it records nothing), HTML-escaped, with Cache-Control: no-cache.
   # It depends on no Rack code and works with Rack 2 and 3.
-  class Rack
+  #
+  # Not named Mwrap::Rack: inside `module Mwrap`, `Rack` must mean ::Rack.
+  class RackApp
     # Columns of /each, in order; the sort values allowed.
     COLUMNS = %w[total allocations frees mean_life max_life location].freeze
     # GC.stat keys shown on /heap_pages (those this Ruby knows).
     GC_STAT_KEYS = %i[count heap_allocated_pages heap_live_slots heap_free_slots
                       total_allocated_pages total_freed_pages].freeze
     HTML = "text/html; charset=utf-8"
+    # Percent-decoding alone ("+" stays "+"), of any bytes. URI::DEFAULT_PARSER
+    # is this parser in Ruby 3.1, but an RFC 3986 one whose #unescape warns
+    # from uri 1.0 (Ruby 3.4); URI::RFC2396_PARSER is not in Ruby 3.1's uri.
+    URI_DECODER = URI::RFC2396_Parser.new
 
     def call(env)
       method = env["REQUEST_METHOD"]
@@ -101,7 +108,8 @@ module Mwrap
       end
       out << "</tr>\n"
       rows.each do |total, allocations, frees, mean_life, max_life, loc|
-        href = "#{base}/at/#{escape_location(loc)}"
+        # Every byte but A-Z a-z 0-9 _ . ~ - percent-encoded, "/" too: one path segment.
+        href = "#{base}/at/#{ERB::Util.url_encode(loc)}"
         out << "<tr><td>#{total}</td><td>#{allocations}</td><td>#{frees}</td>" \
                "<td>#{format_life(mean_life)}</td><td>#{max_life}</td>" \
                "<td><a href=\"#{h(href)}\">#{h(loc)}</a></td></tr>\n"
@@ -176,15 +184,9 @@ module Mwrap
         nil
       end
       encoded = raw && raw[%r{/at/([^/]+)\z}, 1]
-      unescape_location(encoded || path_rest)
-    end
-
-    def escape_location(loc)
-      loc.b.gsub(/[^A-Za-z0-9_.~-]/n) { |c| format("%%%02X", c.ord) }
-    end
-
-    def unescape_location(text)
-      text.b.gsub(/%(\h\h)/n) { Regexp.last_match(1).hex.chr }.force_encoding(Encoding::UTF_8)
+      # Decoded as bytes, then named in UTF-8 as Mwrap.each names locations
+      # (a "%" not followed by two hex digits stays as it is).
+      URI_DECODER.unescape((encoded || path_rest).b).force_encoding(Encoding::UTF_8)
     end
 
     def format_life(value)
@@ -213,7 +215,20 @@ module Mwrap
       page("#{status} #{message}", "<p>#{h(message)}</p>\n", status: status, headers: headers)
     end
   end
+
+  # mwrap 0.1.0 named the application Mwrap::Rack. That name still works,
+  # with a warning once per process, but is no constant, so that `Rack`
+  # inside `module Mwrap` finds ::Rack.
+  def self.const_missing(name)
+    return super unless name == :Rack
+
+    unless @rack_app_rename_warned
+      @rack_app_rename_warned = true
+      warn "Mwrap::Rack is deprecated: use Mwrap::RackApp (or MwrapRack)", uplevel: 1
+    end
+    RackApp
+  end
 end
 
 # mwrap 2.x's name for the application.
-MwrapRack = Mwrap::Rack
+MwrapRack = Mwrap::RackApp

@@ -4,7 +4,8 @@ require "rake"
 require "rake/tasklib"
 require "rbconfig"
 require "mwrap/error"
-require "mwrap/preload_path"
+require "mwrap/growth/options"
+require "mwrap/ld_preload"
 
 module Mwrap
   # The workload of a Mwrap::RakeTask kept growing beyond its limits (the
@@ -100,9 +101,7 @@ module Mwrap
     # The child's environment: the preload first in LD_PRELOAD, other
     # entries kept, stale copies of mwrap's preload dropped (as exe/mwrap).
     def environment
-      entries = ENV.fetch("LD_PRELOAD", "").split(/[: \t]+/).reject(&:empty?)
-      entries.reject! { |path| File.basename(path) == Mwrap::PRELOAD_BASENAME }
-      { "LD_PRELOAD" => [preload, *entries].join(":") }
+      { "LD_PRELOAD" => LdPreload.value(preload) }
     end
 
     # Runs the check (what the task does). Raises MemoryGrowthError on failure.
@@ -114,7 +113,8 @@ module Mwrap
 
       cmd = command
       env = environment
-      $stderr.puts("LD_PRELOAD=#{env['LD_PRELOAD']} #{cmd.join(' ')}") if verbose
+      # Bytes: LD_PRELOAD may hold entries that are not valid in the locale's encoding.
+      $stderr.puts(["LD_PRELOAD=#{env['LD_PRELOAD']}", *cmd].map(&:b).join(" ")) if verbose
       system(env, *cmd)
       status = $?
       return if status.success?
@@ -157,32 +157,32 @@ module Mwrap
       unless workload.is_a?(String) || workload.respond_to?(:to_path)
         raise ArgumentError, "Mwrap::RakeTask #{name}: workload must be a path, got #{workload.inspect}"
       end
-      integer!(:rounds, 2, "growth is decided over several rounds")
-      integer!(:warmup, 0)
-      integer!(:min_growth, 0)
-      integer!(:max_growth, 0)
-      integer!(:max_growth_per_location, 0) unless max_growth_per_location.nil?
-      integer!(:table_rows, 1)
       self.requires = Array(requires)
       self.libs = Array(libs)
       self.ignore = Array(ignore)
       self.ruby_opts = Array(ruby_opts)
+      # No Procs, unlike Mwrap.measure_growth: the patterns go to the child on its command line.
       ignore.each do |pattern|
         next if pattern.is_a?(Regexp) || pattern.is_a?(String)
 
         raise ArgumentError, "Mwrap::RakeTask #{name}: ignore takes Regexps or Strings, got #{pattern.inspect}"
+      end
+      check_growth_options!
+      unless table_rows.is_a?(Integer) && table_rows >= 1
+        raise ArgumentError, "Mwrap::RakeTask #{name}: table_rows must be an Integer >= 1, got #{table_rows.inspect}"
       end
       return if report.nil? || report.is_a?(String) || report.respond_to?(:to_path)
 
       raise ArgumentError, "Mwrap::RakeTask #{name}: report must be a path or nil, got #{report.inspect}"
     end
 
-    def integer!(attr, min, why = nil)
-      value = public_send(attr)
-      return if value.is_a?(Integer) && value >= min
-
-      raise ArgumentError, "Mwrap::RakeTask #{name}: #{attr} must be an Integer >= #{min}" \
-                           "#{" (#{why})" if why}, got #{value.inspect}"
+    # The checks Mwrap.measure_growth and Report#passed? make, here when
+    # the Rakefile is loaded rather than in the child.
+    def check_growth_options!
+      Growth.check_options!(rounds: rounds, warmup: warmup, min_growth: min_growth, ignore: ignore)
+      Growth.check_limits!(max_growth, max_growth_per_location)
+    rescue ArgumentError => e
+      raise ArgumentError, "Mwrap::RakeTask #{name}: #{e.message}"
     end
   end
 end

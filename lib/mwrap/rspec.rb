@@ -17,14 +17,16 @@ module Mwrap
   module RSpecMatchers
     # The matcher object behind #leak_memory.
     class LeakMemory
-      OPTIONS = %i[rounds warmup min_growth ignore].freeze
-      LIMITS = %i[max_growth max_growth_per_location].freeze
+      OPTIONS = Growth::MEASURE_KEYWORDS
+      LIMITS = Growth::LIMIT_KEYWORDS
+      KEYWORDS = [*OPTIONS, *LIMITS].freeze
 
       # The Mwrap::Growth::Report of the last match, for inspection.
       attr_reader :report
 
       def initialize(rounds: 5, warmup: 2, max_growth: 0, max_growth_per_location: nil, min_growth: 0,
-                     ignore: [])
+                     ignore: [], **unknown)
+        Growth.check_keywords!(unknown, KEYWORDS, "leak_memory")
         @options = { rounds: rounds, warmup: warmup, min_growth: min_growth,
                      ignore: Growth.check_options!(rounds: rounds, warmup: warmup, min_growth: min_growth,
                                                    ignore: ignore) }

@@ -83,6 +83,9 @@ RSpec.describe "memory-growth matchers" do
           it "validates its options" do
             expect { leak_memory(rounds: 0) }.to raise_error(ArgumentError, /rounds/)
             expect { leak_memory(max_growth: -1) }.to raise_error(ArgumentError, /max_growth/)
+            expect { leak_memory(max_growht: 1) }
+              .to raise_error(ArgumentError, "leak_memory: unknown keyword :max_growht (known keywords: " \
+                                             "rounds, warmup, min_growth, ignore, max_growth, max_growth_per_location)")
           end
         end
       RUBY
@@ -126,6 +129,60 @@ RSpec.describe "memory-growth matchers" do
       end
       expect(@out).to match(/GrowthTest#test_bounded_cache = [\d.]+ s = \./)
       expect(@out).to match(/GrowthTest#test_leak_free = [\d.]+ s = \./)
+    end
+
+    it "is in Minitest::Assertions: Minitest::Spec and any class using the assertions have it" do
+      Dir.mktmpdir do |dir|
+        test = File.join(dir, "assertions_test.rb")
+        File.write(test, <<~RUBY)
+          require "minitest/autorun"
+          require "fiddle"
+          # Not a Minitest::Test, and it includes the assertions before mwrap/minitest is loaded.
+          class Plain
+            include Minitest::Assertions
+            attr_accessor :assertions
+
+            def initialize
+              self.assertions = 0
+            end
+          end
+          require "mwrap/minitest"
+
+          describe "assert_no_memory_growth" do
+            it "passes in a spec when nothing is kept" do
+              assert_no_memory_growth(rounds: 2, warmup: 1) { "x" * 100_000 }
+            end
+
+            it "fails in a spec on a leak" do
+              assert_no_memory_growth(rounds: 3, warmup: 1) { 8.times { Fiddle.malloc(1000) } }
+            end
+
+            it "works in a plain class" do
+              plain = Plain.new
+              assert_kind_of Mwrap::Growth::Report, plain.assert_no_memory_growth(rounds: 2, warmup: 1) { "x" * 100_000 }
+              error = assert_raises(Minitest::Assertion) do
+                plain.assert_no_memory_growth(rounds: 3, warmup: 1, message: "plain") { 8.times { Fiddle.malloc(1000) } }
+              end
+              assert_match(/\\Aplain\.\nMemory grew\.\nmwrap: FAILED: /, error.message)
+              assert_equal 2, plain.assertions
+            end
+
+            it "rejects an unknown keyword" do
+              error = assert_raises(ArgumentError) { assert_no_memory_growth(max_growht: 1) {} }
+              assert_equal "assert_no_memory_growth: unknown keyword :max_growht (known keywords: rounds, warmup, " \\
+                           "min_growth, ignore, max_growth, max_growth_per_location, message)", error.message
+            end
+          end
+        RUBY
+        out, err, status = mwrap_ruby(test, "--verbose", chdir: dir)
+        expect(out).to match(/^4 runs, \d+ assertions, 1 failures, 0 errors, 0 skips$/), "#{out}\n#{err}"
+        expect(status.exitstatus).to eq(1)
+        failure = out[/^ +1\) Failure:\n.*?(?=\n\n)/m]
+        expect(failure).to include("fails in a spec on a leak", "Memory grew.", "mwrap: FAILED: 1 location grew")
+        %w[passes\ in\ a\ spec works\ in\ a\ plain\ class rejects\ an\ unknown\ keyword].each do |name|
+          expect(out).to match(/#{name}.* = [\d.]+ s = \./)
+        end
+      end
     end
   end
 end

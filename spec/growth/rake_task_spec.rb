@@ -53,6 +53,23 @@ RSpec.describe Mwrap::RakeTask do
         .to raise_error(ArgumentError, /workload must be set/)
     end
 
+    it "checks the measurement's values with Mwrap.measure_growth's own checks, naming the task" do
+      expect { define(min_growth: 1.5) }
+        .to raise_error(ArgumentError, "Mwrap::RakeTask memcheck: min_growth must be an Integer >= 0 (bytes), got 1.5")
+      expect { define(max_growth_per_location: "1") }
+        .to raise_error(ArgumentError, "Mwrap::RakeTask memcheck: max_growth_per_location must be nil or " \
+                                       'an Integer >= 0 (bytes), got "1"')
+    end
+
+    it "loads without the native extension (a Rakefile may load before `rake compile` has run)" do
+      r = capture({}, RbConfig.ruby, "-I", MwrapSpecHelpers::LIB, "-e",
+                  'require "mwrap/rake_task"; puts $LOADED_FEATURES.grep(/mwrap/).map { |f| File.basename(f) }')
+      expect(r.stderr).to eq("")
+      loaded = r.stdout.lines(chomp: true)
+      expect(loaded).to include("rake_task.rb", "options.rb")
+      expect(loaded.grep(/_ext/)).to be_empty
+    end
+
     it "raises NoMethodError for an unknown attribute" do
       expect { define(roundz: 3) }.to raise_error(NoMethodError, /roundz=/)
     end
@@ -79,6 +96,26 @@ RSpec.describe Mwrap::RakeTask do
       preload = define.environment["LD_PRELOAD"].split(":")
       expect(File.basename(preload.first)).to eq("libmwrap_preload.so")
       expect(preload.drop(1)).to eq(["/usr/lib/libjemalloc.so.2"])
+    ensure
+      ENV["LD_PRELOAD"] = saved
+    end
+
+    it "passes an LD_PRELOAD entry that is not UTF-8 to the child as it is, and prints it with verbose" do
+      require_preload!
+      saved = ENV.fetch("LD_PRELOAD", nil)
+      Dir.mktmpdir do |dir|
+        workload = File.join(dir, "wörk.rb") # a UTF-8 command line next to binary LD_PRELOAD bytes
+        File.write(workload, "nil\n")
+        odd = "/nonexistent/\xFF\xFE/libodd.so".b
+        ENV["LD_PRELOAD"] = "#{odd} /old/libmwrap_preload.so".b
+        t = define(workload: workload, libs: [MwrapSpecHelpers::LIB], verbose: true)
+        expect(t.environment["LD_PRELOAD"].b.split(":").drop(1)).to eq([odd])
+        # ld.so in the child names the entry it cannot load: the bytes arrived unchanged.
+        expected = Regexp.new("\\ALD_PRELOAD=\\S*#{Regexp.escape(odd)} .*#{Regexp.escape(workload.b)}\n" \
+                              ".*object '#{Regexp.escape(odd)}'".b, Regexp::MULTILINE)
+        expect { t.run }.to output(satisfy("print #{expected.inspect}") { |err| err.b.match?(expected) })
+          .to_stderr_from_any_process
+      end
     ensure
       ENV["LD_PRELOAD"] = saved
     end

@@ -176,6 +176,28 @@ RSpec.describe Mwrap::Growth do
       expect(Mwrap::Growth.per_round_text([1500, 2_000_000])).to eq("+1.5 kB +2.0 MB")
     end
 
+    it "rejects an unknown keyword in every method, naming it and the known ones" do
+      limits = "max_growth, max_growth_per_location"
+      { passed?: limits, over_limit: limits, summary: limits, to_h: limits, to_json: limits,
+        table: "limit, #{limits}", failure_message: "limit, #{limits}" }.each do |method, known|
+        expect { report.public_send(method, max_growht: 1) }
+          .to raise_error(ArgumentError, "Mwrap::Growth::Report##{method}: unknown keyword :max_growht " \
+                                         "(known keywords: #{known})")
+      end
+      expect { report.to_h(limit: 5, rounds: 2) }
+        .to raise_error(ArgumentError, "Mwrap::Growth::Report#to_h: unknown keywords :limit, :rounds " \
+                                       "(known keywords: #{limits})")
+    end
+
+    it "takes the same limits in every method, so one Hash of them fits all" do
+      limits = { max_growth: 900_000, max_growth_per_location: 500_000 }
+      expect(report.table(**limits)).to eq(report.table(max_growth_per_location: 500_000))
+      expect(report.over_limit(**limits).map(&:location)).to eq(["/app/a.rb:10"])
+      expect(report.failure_message(limit: 1, **limits))
+        .to eq("#{report.summary(**limits)}\n#{report.table(limit: 1, **limits)}")
+      expect { report.table(max_growth: -1) }.to raise_error(ArgumentError, /max_growth must be an Integer >= 0/)
+    end
+
     it "converts to a Hash and to JSON in the documented format" do
       data = JSON.parse(report.to_json(max_growth: 900_000, max_growth_per_location: 500_000))
       expect(data.keys).to eq(%w[format mwrap_version passed rounds warmup min_growth max_growth
@@ -214,6 +236,16 @@ RSpec.describe Mwrap::Growth do
       expect { Mwrap.measure_growth(ignore: [42]) {} }.to raise_error(ArgumentError, /ignore.*42/)
       expect { Mwrap.measure_growth }.to raise_error(ArgumentError, /needs a block/)
       expect { Mwrap.measure_growth(round: 5) {} }.to raise_error(ArgumentError, /round/)
+    end
+
+    it "rejects an unknown keyword, naming it and the known ones, before running the block" do
+      ran = 0
+      expect { Mwrap.measure_growth(round: 5) { ran += 1 } }
+        .to raise_error(ArgumentError, "Mwrap.measure_growth: unknown keyword :round " \
+                                       "(known keywords: rounds, warmup, min_growth, ignore)")
+      expect { Mwrap.measure_growth(max_growth: 0) { ran += 1 } }
+        .to raise_error(ArgumentError, /unknown keyword :max_growth /)
+      expect(ran).to eq(0)
     end
 
     it "raises NotPreloadedError, saying how to run it, without the preload" do

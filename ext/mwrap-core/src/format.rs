@@ -1,6 +1,125 @@
-//! Text formatting that must not allocate: dump lines and native location
-//! names. Everything writes into a caller-provided [`ByteWriter`], so the
-//! preload can format on the stack inside a hook or at exit.
+//! Text formatting that need not allocate: dump lines, location names and
+//! the escaping every output shares. Everything writes into a [`TextOut`]:
+//! a [`ByteWriter`] on borrowed memory (inside a hook, at exit) or a `Vec`.
+
+/// Somewhere text goes.
+pub trait TextOut {
+    fn push(&mut self, bytes: &[u8]);
+
+    fn push_byte(&mut self, b: u8) {
+        self.push(&[b]);
+    }
+
+    /// Decimal, right-aligned in `width` columns (like `%*zu`).
+    fn push_decimal(&mut self, value: u64, width: usize) {
+        let mut digits = [0u8; 20];
+        let n = decimal_digits(value, &mut digits);
+        for _ in n..width {
+            self.push_byte(b' ');
+        }
+        self.push(&digits[20 - n..]);
+    }
+
+    /// Lower-case hexadecimal with a `0x` prefix (like `%p`).
+    fn push_hex(&mut self, value: u64) {
+        let mut digits = [0u8; 16];
+        let mut n = 0;
+        let mut v = value;
+        loop {
+            digits[15 - n] = b"0123456789abcdef"[(v & 0xf) as usize];
+            n += 1;
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(b"0x");
+        self.push(&digits[16 - n..]);
+    }
+
+    /// `bytes` with control bytes, DEL and the backslash escaped (see
+    /// [`escape_byte`]), so that a name never forges a line or a field.
+    fn push_escaped(&mut self, bytes: &[u8]) {
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if needs_escape(b) {
+                self.push(&bytes[start..i]);
+                let mut buf = [0u8; 4];
+                let n = escape_byte(b, &mut buf);
+                self.push(&buf[..n]);
+                start = i + 1;
+            }
+        }
+        self.push(&bytes[start..]);
+    }
+}
+
+impl TextOut for Vec<u8> {
+    fn push(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Whether `b` is printed escaped in a location name.
+#[inline]
+pub fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == 0x7f || b == b'\\'
+}
+
+/// Writes the escape of `b` (`\n`, `\t`, `\\` or `\xNN`) into `out`;
+/// returns its length.
+pub fn escape_byte(b: u8, out: &mut [u8; 4]) -> usize {
+    match b {
+        b'\n' => {
+            out[..2].copy_from_slice(b"\\n");
+            2
+        }
+        b'\t' => {
+            out[..2].copy_from_slice(b"\\t");
+            2
+        }
+        b'\\' => {
+            out[..2].copy_from_slice(b"\\\\");
+            2
+        }
+        _ => {
+            out[0] = b'\\';
+            out[1] = b'x';
+            out[2] = b"0123456789abcdef"[(b >> 4) as usize];
+            out[3] = b"0123456789abcdef"[(b & 0xf) as usize];
+            4
+        }
+    }
+}
+
+/// The bytes an escaped name stands for; None when `text` holds a
+/// backslash that starts no escape we write.
+pub fn unescape(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] != b'\\' {
+            out.push(text[i]);
+            i += 1;
+            continue;
+        }
+        match text.get(i + 1)? {
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'\\' => out.push(b'\\'),
+            b'x' => {
+                let hex = text.get(i + 2..i + 4)?;
+                let hi = (hex[0] as char).to_digit(16)?;
+                let lo = (hex[1] as char).to_digit(16)?;
+                out.push((hi * 16 + lo) as u8);
+                i += 2;
+            }
+            _ => return None,
+        }
+        i += 2;
+    }
+    Some(out)
+}
 
 /// A bounded byte buffer on borrowed memory. Writes past the end are
 /// dropped and remembered, never a panic.
@@ -44,45 +163,16 @@ impl<'a> ByteWriter<'a> {
         self.len = 0;
         self.truncated = false;
     }
+}
 
-    pub fn push(&mut self, bytes: &[u8]) {
+impl TextOut for ByteWriter<'_> {
+    fn push(&mut self, bytes: &[u8]) {
         let n = bytes.len().min(self.remaining());
         self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
         self.len += n;
         if n < bytes.len() {
             self.truncated = true;
         }
-    }
-
-    pub fn push_byte(&mut self, b: u8) {
-        self.push(&[b]);
-    }
-
-    /// Decimal, right-aligned in `width` columns (like `%*zu`).
-    pub fn push_decimal(&mut self, value: u64, width: usize) {
-        let mut digits = [0u8; 20];
-        let n = decimal_digits(value, &mut digits);
-        for _ in n..width {
-            self.push_byte(b' ');
-        }
-        self.push(&digits[20 - n..]);
-    }
-
-    /// Lower-case hexadecimal with a `0x` prefix (like `%p`).
-    pub fn push_hex(&mut self, value: u64) {
-        let mut digits = [0u8; 16];
-        let mut n = 0;
-        let mut v = value;
-        loop {
-            digits[15 - n] = b"0123456789abcdef"[(v & 0xf) as usize];
-            n += 1;
-            v >>= 4;
-            if v == 0 {
-                break;
-            }
-        }
-        self.push(b"0x");
-        self.push(&digits[16 - n..]);
     }
 }
 
@@ -99,9 +189,9 @@ fn decimal_digits(mut value: u64, out: &mut [u8; 20]) -> usize {
     }
 }
 
-/// One line of the exit dump, in mwrap 2.x's `"%16zu %12zu %s\n"` format:
-/// total bytes, allocations, location.
-pub fn dump_line(out: &mut ByteWriter<'_>, total: u64, allocations: u64, location: &[u8]) {
+/// One line of the dump, in mwrap 2.x's `"%16zu %12zu %s\n"` format:
+/// total bytes, allocations, location (already printed and escaped).
+pub fn dump_line(out: &mut impl TextOut, total: u64, allocations: u64, location: &[u8]) {
     out.push_decimal(total, 16);
     out.push_byte(b' ');
     out.push_decimal(allocations, 12);
@@ -110,9 +200,9 @@ pub fn dump_line(out: &mut ByteWriter<'_>, total: u64, allocations: u64, locatio
     out.push_byte(b'\n');
 }
 
-/// A Ruby location: `path/to/file.rb:LINE`.
-pub fn ruby_location(out: &mut ByteWriter<'_>, file: &[u8], line: u32) {
-    out.push(file);
+/// A Ruby location: `path/to/file.rb:LINE`, the path escaped.
+pub fn ruby_location(out: &mut impl TextOut, file: &[u8], line: u32) {
+    out.push_escaped(file);
     out.push_byte(b':');
     out.push_decimal(line as u64, 0);
 }
@@ -133,13 +223,14 @@ pub struct NativeSymbol<'a> {
 /// A native location, printed as glibc's `backtrace_symbols` does:
 /// `/lib/libfoo.so(func+0x1c) [0x7f…]`, `./prog(+0x1234) [0x55…]` when no
 /// symbol is known, and `[0x…]` when the address is in no known object.
-pub fn native_location(out: &mut ByteWriter<'_>, address: usize, sym: &NativeSymbol<'_>) {
+/// The object path and symbol are escaped.
+pub fn native_location(out: &mut impl TextOut, address: usize, sym: &NativeSymbol<'_>) {
     if let Some(object) = sym.object {
-        out.push(object);
+        out.push_escaped(object);
         out.push_byte(b'(');
         match sym.symbol {
             Some(name) if !name.is_empty() => {
-                out.push(name);
+                out.push_escaped(name);
                 push_offset(out, address, sym.symbol_address);
             }
             _ => push_offset(out, address, sym.object_base),
@@ -151,7 +242,7 @@ pub fn native_location(out: &mut ByteWriter<'_>, address: usize, sym: &NativeSym
     out.push_byte(b']');
 }
 
-fn push_offset(out: &mut ByteWriter<'_>, address: usize, base: usize) {
+fn push_offset(out: &mut impl TextOut, address: usize, base: usize) {
     if address >= base {
         out.push_byte(b'+');
         out.push_hex((address - base) as u64);
@@ -165,28 +256,37 @@ fn push_offset(out: &mut ByteWriter<'_>, address: usize, base: usize) {
 mod tests {
     use super::*;
 
-    fn with_writer(f: impl FnOnce(&mut ByteWriter<'_>)) -> String {
-        let mut buf = [0u8; 256];
-        let mut w = ByteWriter::new(&mut buf);
-        f(&mut w);
-        String::from_utf8(w.as_bytes().to_vec()).unwrap()
+    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut v = Vec::new();
+        f(&mut v);
+        String::from_utf8(v).unwrap()
     }
 
     #[test]
     fn dump_line_matches_mwrap_2x_printf_format() {
-        let s = with_writer(|w| dump_line(w, 10001, 1, b"/tmp/a.rb:3"));
+        let s = text(|w| dump_line(w, 10001, 1, b"/tmp/a.rb:3"));
         assert_eq!(s, format!("{:>16} {:>12} {}\n", 10001, 1, "/tmp/a.rb:3"));
-        let s = with_writer(|w| dump_line(w, u64::MAX, 0, b"x"));
+        let s = text(|w| dump_line(w, u64::MAX, 0, b"x"));
         assert_eq!(s, format!("{:>16} {:>12} x\n", u64::MAX, 0));
     }
 
     #[test]
     fn ruby_location_is_file_colon_line() {
-        assert_eq!(
-            with_writer(|w| ruby_location(w, b"app.rb", 42)),
-            "app.rb:42"
-        );
-        assert_eq!(with_writer(|w| ruby_location(w, b"-e", 0)), "-e:0");
+        assert_eq!(text(|w| ruby_location(w, b"app.rb", 42)), "app.rb:42");
+        assert_eq!(text(|w| ruby_location(w, b"-e", 0)), "-e:0");
+    }
+
+    #[test]
+    fn names_are_escaped_and_unescape_back() {
+        let raw = b"a\nb\tc\\d\x01\x7f\xff.rb";
+        let mut s = Vec::new();
+        ruby_location(&mut s, raw, 3);
+        assert_eq!(s, b"a\\nb\\tc\\\\d\\x01\\x7f\xff.rb:3");
+        assert_eq!(unescape(&s[..s.len() - 2]).unwrap(), raw);
+        assert_eq!(unescape(b"plain"), Some(b"plain".to_vec()));
+        assert_eq!(unescape(b"bad\\q"), None);
+        assert_eq!(unescape(b"cut\\x4"), None);
+        assert_eq!(unescape(b"end\\"), None);
     }
 
     #[test]
@@ -197,21 +297,21 @@ mod tests {
             symbol: Some(b"func"),
             symbol_address: 0x7f00_0000_1000,
         };
-        let s = with_writer(|w| native_location(w, 0x7f00_0000_101c, &sym));
+        let s = text(|w| native_location(w, 0x7f00_0000_101c, &sym));
         assert_eq!(s, "/usr/lib/libfoo.so(func+0x1c) [0x7f000000101c]");
     }
 
     #[test]
     fn native_location_without_symbol_uses_object_offset() {
         let sym = NativeSymbol {
-            object: Some(b"./prog"),
+            object: Some(b"./pr\nog"),
             object_base: 0x5500_0000_0000,
             symbol: None,
             symbol_address: 0,
         };
-        let s = with_writer(|w| native_location(w, 0x5500_0000_1234, &sym));
-        assert_eq!(s, "./prog(+0x1234) [0x550000001234]");
-        let s = with_writer(|w| native_location(w, 0xdead, &NativeSymbol::default()));
+        let s = text(|w| native_location(w, 0x5500_0000_1234, &sym));
+        assert_eq!(s, "./pr\\nog(+0x1234) [0x550000001234]");
+        let s = text(|w| native_location(w, 0xdead, &NativeSymbol::default()));
         assert_eq!(s, "[0xdead]");
     }
 
@@ -228,6 +328,6 @@ mod tests {
 
     #[test]
     fn hex_of_zero() {
-        assert_eq!(with_writer(|w| w.push_hex(0)), "0x0");
+        assert_eq!(text(|w| w.push_hex(0)), "0x0");
     }
 }

@@ -51,13 +51,16 @@ impl LiveAllocation {
     /// `hdr` must point to `HEADER_SIZE` writable bytes, aligned to 16.
     #[inline]
     pub unsafe fn init(hdr: *mut LiveAllocation, size: usize, align_shift: u32) {
-        hdr.write(LiveAllocation {
-            prev: core::ptr::null_mut(),
-            next: core::ptr::null_mut(),
-            size_and_shift: (size & SIZE_MASK) | ((align_shift as usize) << SIZE_BITS),
-            site: AtomicU32::new(crate::abi::UNTRACKED_SITE),
-            birth: 0,
-        });
+        // SAFETY: per this function's contract.
+        unsafe {
+            hdr.write(LiveAllocation {
+                prev: core::ptr::null_mut(),
+                next: core::ptr::null_mut(),
+                size_and_shift: (size & SIZE_MASK) | ((align_shift as usize) << SIZE_BITS),
+                site: AtomicU32::new(crate::abi::UNTRACKED_SITE),
+                birth: 0,
+            })
+        };
     }
 
     /// The header of a user pointer handed out by the preload.
@@ -98,7 +101,8 @@ impl LiveAllocation {
     /// `hdr` points to an initialised header.
     #[inline]
     pub unsafe fn raw_block(hdr: *mut LiveAllocation) -> *mut u8 {
-        let offset = (*hdr).user_offset();
+        // SAFETY: per this function's contract.
+        let offset = unsafe { (*hdr).user_offset() };
         LiveAllocation::user_ptr(hdr).wrapping_sub(offset)
     }
 
@@ -125,11 +129,14 @@ mod tests {
         let mut b = Block([0; 256]);
         let raw = b.0.as_mut_ptr();
         let hdr = raw as *mut LiveAllocation;
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         unsafe { LiveAllocation::init(hdr, 10001, 0) };
         let user = LiveAllocation::user_ptr(hdr);
         assert_eq!(user as usize % MIN_ALIGNMENT, 0);
         assert_eq!(LiveAllocation::from_user(user), hdr);
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         assert_eq!(unsafe { LiveAllocation::raw_block(hdr) }, raw);
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         let h = unsafe { &*hdr };
         assert_eq!(h.size(), 10001);
         assert_eq!(h.site(), 0);
@@ -142,9 +149,13 @@ mod tests {
         // alignment 64: the user pointer is 64 bytes into the raw block
         let user = raw.wrapping_add(64);
         let hdr = LiveAllocation::from_user(user);
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         unsafe { LiveAllocation::init(hdr, 100, 6) };
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         assert_eq!(unsafe { LiveAllocation::raw_block(hdr) }, raw);
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         assert_eq!(unsafe { (*hdr).size() }, 100);
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         assert_eq!(unsafe { (*hdr).user_offset() }, 64);
     }
 
@@ -152,8 +163,11 @@ mod tests {
     fn max_request_fits_the_size_field() {
         let mut b = Block([0; 256]);
         let hdr = b.0.as_mut_ptr() as *mut LiveAllocation;
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         unsafe { LiveAllocation::init(hdr, MAX_REQUEST, 12) };
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         assert_eq!(unsafe { (*hdr).size() }, MAX_REQUEST);
+        // SAFETY: a test block of 256 bytes aligned to 64 holds the header.
         assert_eq!(unsafe { (*hdr).align_shift() }, 12);
     }
 }

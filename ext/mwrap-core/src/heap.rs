@@ -9,10 +9,10 @@
 //! such mapping fixes it for the process.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
-use std::collections::BTreeMap;
 
 use crate::abi::{HeapPageInfo, HeapPageStats, SpanStats};
-use crate::fork_safe::ForkSafeMutex;
+use crate::lock::{LockCx, TableLock};
+use crate::sites::NoMemory;
 
 /// Heap page sizes Ruby has used (`HEAP_PAGE_SIZE`, also its alignment).
 pub const HEAP_PAGE_SIZES: [usize; 3] = [16 * 1024, 32 * 1024, 64 * 1024];
@@ -33,6 +33,16 @@ pub struct Accumulator {
 }
 
 impl Accumulator {
+    pub const fn new() -> Self {
+        Accumulator {
+            count: 0,
+            min: 0,
+            max: 0,
+            mean: 0.0,
+            m2: 0.0,
+        }
+    }
+
     pub fn add(&mut self, x: u64) {
         if self.count == 0 {
             self.min = x;
@@ -63,10 +73,10 @@ impl Accumulator {
     }
 }
 
-#[derive(Default)]
 struct Pages {
-    /// Live page address → birth generation.
-    live: BTreeMap<usize, u64>,
+    /// Live pages (address, birth generation), sorted by address. A sorted
+    /// Vec rather than a BTreeMap: its growth can fail without aborting.
+    live: Vec<(usize, u64)>,
     /// Lifespans of freed pages, in GC generations.
     lifespan: Accumulator,
     /// For pages born after some page died: generations since the last death.
@@ -74,9 +84,18 @@ struct Pages {
     last_death: Option<u64>,
 }
 
+impl Pages {
+    /// Index range of the live pages inside `[start, end)`.
+    fn range(&self, start: usize, end: usize) -> core::ops::Range<usize> {
+        let lo = self.live.partition_point(|&(a, _)| a < start);
+        let hi = self.live.partition_point(|&(a, _)| a < end);
+        lo..hi.max(lo)
+    }
+}
+
 /// The live heap pages of one process.
 pub struct HeapPageTable {
-    pages: ForkSafeMutex<Option<Pages>>,
+    pages: TableLock<Pages>,
     /// Page size of this process's Ruby; 0 until the first page is seen.
     page_size: AtomicUsize,
 }
@@ -90,7 +109,12 @@ impl Default for HeapPageTable {
 impl HeapPageTable {
     pub const fn new() -> Self {
         HeapPageTable {
-            pages: ForkSafeMutex::new(None),
+            pages: TableLock::new(Pages {
+                live: Vec::new(),
+                lifespan: Accumulator::new(),
+                deathspan: Accumulator::new(),
+                last_death: None,
+            }),
             page_size: AtomicUsize::new(0),
         }
     }
@@ -109,7 +133,13 @@ impl HeapPageTable {
     /// A fresh anonymous mapping of `len` bytes at `start`, made by Ruby's
     /// thread: records the heap page inside it, born in `generation`, if it
     /// has the shape of one. Returns whether it did.
-    pub fn record_mapping(&self, start: usize, len: usize, generation: u64) -> bool {
+    pub fn record_mapping(
+        &self,
+        cx: &LockCx<'_>,
+        start: usize,
+        len: usize,
+        generation: u64,
+    ) -> bool {
         if !is_page_mapping_len(len) {
             return false;
         }
@@ -125,102 +155,98 @@ impl HeapPageTable {
         if known != page_size {
             return false;
         }
-        self.record_map(Self::page_in_mapping(start, page_size), generation);
-        true
+        self.record_map(cx, Self::page_in_mapping(start, page_size), generation)
     }
 
-    /// Records a new page at `address`, born in `generation`.
-    fn record_map(&self, address: usize, generation: u64) {
-        let mut guard = self.pages.lock();
-        let pages = guard.get_or_insert_with(Pages::default);
+    /// Records a new page at `address`, born in `generation`; false when it
+    /// could not (no memory, or a signal handler inside the table).
+    fn record_map(&self, cx: &LockCx<'_>, address: usize, generation: u64) -> bool {
+        let Some(mut pages) = self.pages.lock(cx) else {
+            return false;
+        };
+        if pages.live.try_reserve(1).is_err() {
+            return false;
+        }
         if let Some(death) = pages.last_death {
             pages.deathspan.add(generation.saturating_sub(death));
         }
-        pages.live.insert(address, generation);
+        let at = pages.live.partition_point(|&(a, _)| a < address);
+        if pages.live.get(at).is_some_and(|&(a, _)| a == address) {
+            pages.live[at].1 = generation;
+        } else {
+            pages.live.insert(at, (address, generation));
+        }
+        true
     }
 
     /// Forgets every page inside `[start, start + len)`; returns how many.
-    pub fn record_unmap(&self, start: usize, len: usize, generation: u64) -> usize {
+    pub fn record_unmap(
+        &self,
+        cx: &LockCx<'_>,
+        start: usize,
+        len: usize,
+        generation: u64,
+    ) -> usize {
         let end = start.saturating_add(len);
         let page_size = self.page_size();
-        let mut guard = self.pages.lock();
-        let Some(pages) = guard.as_mut() else {
+        let Some(mut guard) = self.pages.lock(cx) else {
             return 0;
         };
-        let dead: Vec<(usize, u64)> = pages
-            .live
-            .range(start..end)
-            .filter(|(&a, _)| a.saturating_add(page_size) <= end)
-            .map(|(&a, &g)| (a, g))
-            .collect();
-        for &(address, birth) in &dead {
-            pages.live.remove(&address);
-            pages.lifespan.add(generation.saturating_sub(birth));
-            pages.last_death = Some(generation);
+        let pages = &mut *guard;
+        let range = pages.range(start, end);
+        let mut dead = 0;
+        let mut keep = range.start;
+        for i in range.clone() {
+            let (address, birth) = pages.live[i];
+            if address.saturating_add(page_size) <= end {
+                pages.lifespan.add(generation.saturating_sub(birth));
+                pages.last_death = Some(generation);
+                dead += 1;
+            } else {
+                pages.live[keep] = pages.live[i];
+                keep += 1;
+            }
         }
-        dead.len()
+        pages.live.drain(keep..range.end);
+        dead
     }
 
     /// Cheap pre-check for `munmap`: could `[start, start+len)` hold a page?
-    pub fn may_hold_page(&self, start: usize, len: usize) -> bool {
+    pub fn may_hold_page(&self, cx: &LockCx<'_>, start: usize, len: usize) -> bool {
         let page_size = self.page_size();
         page_size != 0
             && len >= page_size
-            && self.pages.lock().as_ref().is_some_and(|p| {
-                p.live
-                    .range(start..start.saturating_add(len))
-                    .next()
-                    .is_some()
+            && self.pages.read(cx, |p| {
+                !p.range(start, start.saturating_add(len)).is_empty()
             })
     }
 
-    pub fn live(&self, out: &mut Vec<HeapPageInfo>) {
-        if let Some(pages) = self.pages.lock().as_ref() {
-            out.extend(pages.live.iter().map(|(&a, &g)| HeapPageInfo {
+    /// Appends every live page, by address.
+    pub fn live(&self, cx: &LockCx<'_>, out: &mut Vec<HeapPageInfo>) -> Result<(), NoMemory> {
+        self.pages.read(cx, |pages| {
+            out.try_reserve(pages.live.len()).map_err(|_| NoMemory)?;
+            out.extend(pages.live.iter().map(|&(a, g)| HeapPageInfo {
                 address: a as u64,
                 generation: g,
             }));
-        }
+            Ok(())
+        })
     }
 
-    pub fn stats(&self) -> HeapPageStats {
-        let guard = self.pages.lock();
-        match guard.as_ref() {
-            Some(p) => HeapPageStats {
-                live_pages: p.live.len() as u64,
-                lifespan: p.lifespan.stats(),
-                deathspan: p.deathspan.stats(),
-                resurrects: p.deathspan.stats().count,
-            },
-            None => HeapPageStats {
-                live_pages: 0,
-                lifespan: Accumulator::default().stats(),
-                deathspan: Accumulator::default().stats(),
-                resurrects: 0,
-            },
-        }
-    }
-
-    pub fn hold_for_fork(&self) {
-        self.pages.hold_for_fork();
-    }
-
-    /// # Safety
-    /// After `hold_for_fork` on this thread.
-    pub unsafe fn release_after_fork_in_parent(&self) {
-        self.pages.release_in_parent();
-    }
-
-    /// # Safety
-    /// In a fork child, after `hold_for_fork`.
-    pub unsafe fn release_after_fork_in_child(&self) {
-        self.pages.release_in_child();
+    pub fn stats(&self, cx: &LockCx<'_>) -> HeapPageStats {
+        self.pages.read(cx, |p| HeapPageStats {
+            live_pages: p.live.len() as u64,
+            lifespan: p.lifespan.stats(),
+            deathspan: p.deathspan.stats(),
+            resurrects: p.deathspan.stats().count,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::cx;
 
     #[test]
     fn accumulator_matches_textbook_values() {
@@ -250,15 +276,17 @@ mod tests {
     #[test]
     fn trimming_unmaps_keep_the_page_and_page_unmap_removes_it() {
         let t = HeapPageTable::new();
+        let th = cx();
+        let c = th.cx();
         let start = 0x7f00_0000_3000usize;
-        assert!(t.record_mapping(start, 2 * P, 3));
+        assert!(t.record_mapping(&c, start, 2 * P, 3));
         assert_eq!(t.page_size(), P);
         let page = HeapPageTable::page_in_mapping(start, P);
         // Ruby trims the unaligned head and tail
-        assert_eq!(t.record_unmap(start, page - start, 3), 0);
-        assert_eq!(t.record_unmap(page + P, start + 2 * P - page - P, 3), 0);
+        assert_eq!(t.record_unmap(&c, start, page - start, 3), 0);
+        assert_eq!(t.record_unmap(&c, page + P, start + 2 * P - page - P, 3), 0);
         let mut live = Vec::new();
-        t.live(&mut live);
+        t.live(&c, &mut live).unwrap();
         assert_eq!(
             live,
             vec![HeapPageInfo {
@@ -266,11 +294,11 @@ mod tests {
                 generation: 3
             }]
         );
-        assert!(t.may_hold_page(page, P));
-        assert_eq!(t.record_unmap(page, P, 10), 1);
-        assert!(!t.may_hold_page(page, P));
-        assert!(t.record_mapping(page + 4 * P, 2 * P, 15));
-        let s = t.stats();
+        assert!(t.may_hold_page(&c, page, P));
+        assert_eq!(t.record_unmap(&c, page, P, 10), 1);
+        assert!(!t.may_hold_page(&c, page, P));
+        assert!(t.record_mapping(&c, page + 4 * P, 2 * P, 15));
+        let s = t.stats(&c);
         assert_eq!(s.live_pages, 1);
         assert_eq!((s.lifespan.count, s.lifespan.max), (1, 7));
         assert_eq!((s.deathspan.count, s.deathspan.min), (1, 5));
@@ -280,19 +308,23 @@ mod tests {
     #[test]
     fn other_shapes_are_not_pages() {
         let t = HeapPageTable::new();
-        assert!(!t.record_mapping(0x10_0000, 4096, 0));
-        assert!(t.record_mapping(0x10_0000, 2 * P, 0));
+        let th = cx();
+        let c = th.cx();
+        assert!(!t.record_mapping(&c, 0x10_0000, 4096, 0));
+        assert!(t.record_mapping(&c, 0x10_0000, 2 * P, 0));
         // once the size is known, another candidate size is ignored
-        assert!(!t.record_mapping(0x20_0000, 128 * 1024, 0));
-        assert_eq!(t.stats().live_pages, 1);
+        assert!(!t.record_mapping(&c, 0x20_0000, 128 * 1024, 0));
+        assert_eq!(t.stats(&c).live_pages, 1);
     }
 
     #[test]
     fn a_partial_unmap_does_not_kill_a_page() {
         let t = HeapPageTable::new();
-        t.record_mapping(0x10_0000, 2 * P, 0);
+        let th = cx();
+        let c = th.cx();
+        t.record_mapping(&c, 0x10_0000, 2 * P, 0);
         let page = HeapPageTable::page_in_mapping(0x10_0000, P);
-        assert_eq!(t.record_unmap(page, 4096, 1), 0);
-        assert_eq!(t.stats().live_pages, 1);
+        assert_eq!(t.record_unmap(&c, page, 4096, 1), 0);
+        assert_eq!(t.stats(&c).live_pages, 1);
     }
 }

@@ -1,84 +1,49 @@
-//! What a location is made of. The table keys sites by an interned id over
-//! these variable-length keys, so a location can later become a stack of
-//! frames without changing the per-allocation header.
+//! What a location is made of. Sites are keyed by these small, copyable
+//! keys (a Ruby line refers to its file by [`FileId`]); the table hands out
+//! 32-bit ids, so the per-allocation header never depends on the key.
 
-/// An owned location key, stored once per site.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use crate::files::FileId;
+use crate::hash::mix;
+
+/// A location key, stored once per site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C, u32)]
 pub enum SiteKey {
+    /// Not a location: the zeroed key of a site slot not handed out.
+    #[default]
+    Unset,
     /// A Ruby source line: the file as Ruby reports it, and the line.
-    Ruby { file: Box<[u8]>, line: u32 },
+    Ruby { file: FileId, line: u32 },
     /// A native return address.
     Native { address: usize },
     /// The bucket for new keys once the table is full.
     Overflow,
+    /// The bucket for new keys the profiler had no memory to record.
+    NoMemory,
 }
 
-/// A borrowed key, used for lookups without allocating.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyRef<'a> {
-    Ruby { file: &'a [u8], line: u32 },
-    Native { address: usize },
-    Overflow,
-}
+// SAFETY: all-zero bytes are `SiteKey::Unset` (discriminant 0, no fields).
+unsafe impl crate::mem::ZeroInit for SiteKey {}
+
+/// Printed names of the two buckets.
+pub const OVERFLOW_NAME: &[u8] = b"[mwrap: location table full]";
+pub const NO_MEMORY_NAME: &[u8] = b"[mwrap: no memory to record a new location]";
 
 impl SiteKey {
-    pub fn as_ref(&self) -> KeyRef<'_> {
-        match self {
-            SiteKey::Ruby { file, line } => KeyRef::Ruby { file, line: *line },
-            SiteKey::Native { address } => KeyRef::Native { address: *address },
-            SiteKey::Overflow => KeyRef::Overflow,
-        }
-    }
-
-    pub fn matches(&self, other: &KeyRef<'_>) -> bool {
-        self.as_ref() == *other
-    }
-}
-
-impl KeyRef<'_> {
-    pub fn to_owned(&self) -> SiteKey {
-        match *self {
-            KeyRef::Ruby { file, line } => SiteKey::Ruby {
-                file: file.into(),
-                line,
-            },
-            KeyRef::Native { address } => SiteKey::Native { address },
-            KeyRef::Overflow => SiteKey::Overflow,
-        }
-    }
-
     pub fn hash(&self) -> u64 {
         match *self {
-            KeyRef::Ruby { file, line } => mix(hash_bytes(file) ^ line as u64),
-            KeyRef::Native { address } => mix(address as u64 ^ 0x9e37_79b9_7f4a_7c15),
-            KeyRef::Overflow => 0,
+            SiteKey::Ruby { file, line } => mix(((file.0 as u64) << 32) | line as u64),
+            SiteKey::Native { address } => mix(address as u64 ^ 0x9e37_79b9_7f4a_7c15),
+            SiteKey::Unset => 0,
+            SiteKey::Overflow => 1,
+            SiteKey::NoMemory => 2,
         }
     }
-}
 
-/// A fast non-cryptographic hash (FxHash-style, 8 bytes a step).
-pub fn hash_bytes(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    /// Whether the key names one place (not a bucket).
+    pub fn is_place(&self) -> bool {
+        matches!(self, SiteKey::Ruby { .. } | SiteKey::Native { .. })
     }
-    let mut tail = [0u8; 8];
-    let rest = chunks.remainder();
-    tail[..rest.len()].copy_from_slice(rest);
-    h = (h.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
-    h
-}
-
-/// Final avalanche so that low bits (used by hash tables) depend on all bits.
-pub fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
 }
 
 #[cfg(test)]
@@ -86,40 +51,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn equal_keys_hash_equal_and_differ_otherwise() {
-        let a = KeyRef::Ruby {
-            file: b"a.rb",
+    fn keys_hash_apart_and_zero_is_unset() {
+        let a = SiteKey::Ruby {
+            file: FileId(1),
             line: 1,
         };
-        assert_eq!(a.hash(), a.to_owned().as_ref().hash());
-        assert_ne!(
-            a.hash(),
-            KeyRef::Ruby {
-                file: b"a.rb",
-                line: 2
-            }
-            .hash()
-        );
-        assert_ne!(
-            a.hash(),
-            KeyRef::Ruby {
-                file: b"b.rb",
-                line: 1
-            }
-            .hash()
-        );
-        assert_ne!(hash_bytes(b"abcdefgh1"), hash_bytes(b"abcdefgh2"));
-        assert_ne!(hash_bytes(b""), hash_bytes(b"\0"));
-    }
-
-    #[test]
-    fn owned_key_matches_its_borrowed_form() {
-        let k = SiteKey::Native { address: 42 };
-        assert!(k.matches(&KeyRef::Native { address: 42 }));
-        assert!(!k.matches(&KeyRef::Native { address: 43 }));
-        assert!(!k.matches(&KeyRef::Ruby {
-            file: b"x",
-            line: 42
-        }));
+        let b = SiteKey::Ruby {
+            file: FileId(1),
+            line: 2,
+        };
+        let c = SiteKey::Ruby {
+            file: FileId(2),
+            line: 1,
+        };
+        assert_ne!(a.hash(), b.hash());
+        assert_ne!(a.hash(), c.hash());
+        // SAFETY: checking the ZeroInit promise.
+        let zero: SiteKey = unsafe { core::mem::zeroed() };
+        assert_eq!(zero, SiteKey::Unset);
+        assert!(a.is_place() && !SiteKey::Overflow.is_place());
     }
 }

@@ -1,19 +1,34 @@
-//! Bookkeeping for mwrap, testable without any hook: the site table and its
-//! live-allocation lists, the allocation header, `MWRAP` options, location
-//! parsing, and allocation-free text formatting. The preload library wires
-//! these to the malloc family; the Ruby extension reads them through [`abi`].
+//! Bookkeeping for mwrap, testable without any hook: the site table and
+//! its live sets, file names, per-thread records, the fork-safe locks and
+//! gate, `MWRAP` options, the read API and one renderer per format. The
+//! preload library wires these to the malloc family; the Ruby extension
+//! reads them through the C ABI of [`abi`] (the `mwrap-abi` crate).
 
-pub mod abi;
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub use mwrap_abi as abi;
+
 pub mod errno;
-pub mod fork_safe;
+pub mod files;
 pub mod format;
+pub mod hash;
 pub mod header;
 pub mod heap;
 pub mod key;
+pub mod live;
 pub mod location;
+pub mod lock;
+pub mod mem;
 pub mod options;
-pub mod table;
+pub mod read;
+pub mod render;
+pub mod sites;
+pub mod threads;
+
+#[cfg(test)]
+mod testing;
 
 pub use header::{LiveAllocation, HEADER_SIZE};
-pub use key::{KeyRef, SiteKey};
-pub use table::SiteTable;
+pub use key::SiteKey;
+pub use sites::SiteTable;

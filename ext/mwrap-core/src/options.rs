@@ -10,7 +10,8 @@ pub const KNOWN_KEYS: &[&str] = &["dump_path", "dump_fd", "dump_min", "dump_heap
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
-    /// File the exit dump is appended to (opened O_APPEND|O_CREAT).
+    /// File the exit dump is appended to (opened O_APPEND|O_CREAT), as
+    /// given: `%p` stands for the pid (see [`expand_dump_path`]).
     pub dump_path: Option<Vec<u8>>,
     /// Descriptor the exit dump is written to.
     pub dump_fd: Option<i32>,
@@ -55,6 +56,12 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
                     problems.push("dump_path is empty".to_string());
                 } else if val.contains(&0) {
                     problems.push("dump_path holds a NUL byte".to_string());
+                } else if let Err(seq) = check_dump_path(val) {
+                    problems.push(format!(
+                        "dump_path {} has an unknown % sequence {} (%p is the pid, %% a %)",
+                        quoted(val),
+                        quoted(seq)
+                    ));
                 } else {
                     opts.dump_path = Some(val.to_vec());
                 }
@@ -89,6 +96,48 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
         }
     }
     (opts, problems)
+}
+
+/// Checks the `%` sequences of a dump_path: `%p` and `%%`; the bad
+/// sequence otherwise (a lone `%` at the end included).
+fn check_dump_path(template: &[u8]) -> Result<(), &[u8]> {
+    let mut i = 0;
+    while i < template.len() {
+        if template[i] == b'%' {
+            match template.get(i + 1) {
+                Some(b'p') | Some(b'%') => i += 2,
+                Some(_) => return Err(&template[i..i + 2]),
+                None => return Err(&template[i..]),
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// A dump_path template with `%p` replaced by `pid` and `%%` by `%`
+/// (the template was checked by [`parse`]).
+pub fn expand_dump_path(template: &[u8], pid: u32, out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < template.len() {
+        match (template[i], template.get(i + 1)) {
+            (b'%', Some(b'p')) => {
+                let mut digits = Vec::new();
+                crate::format::TextOut::push_decimal(&mut digits, pid as u64, 0);
+                out.extend_from_slice(&digits);
+                i += 2;
+            }
+            (b'%', Some(b'%')) => {
+                out.push(b'%');
+                i += 2;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
 }
 
 /// The single stderr line for a list of problems, or None when there are none.
@@ -225,6 +274,25 @@ mod tests {
         assert!(p[0].contains("\\xff\\xfe"));
         assert!(p[1].len() < 300, "{}", p[1]);
         assert!(p[1].contains("(10000 bytes)"));
+    }
+
+    #[test]
+    fn dump_path_takes_pid_and_percent_sequences() {
+        let (o, p) = parse(b"dump_path:/tmp/w.%p.%%.log");
+        assert!(p.is_empty(), "{p:?}");
+        let mut out = Vec::new();
+        expand_dump_path(o.dump_path.as_deref().unwrap(), 4242, &mut out);
+        assert_eq!(out, b"/tmp/w.4242.%.log");
+        for bad in [
+            &b"dump_path:/tmp/%t"[..],
+            b"dump_path:/tmp/x%",
+            b"dump_path:%s%p",
+        ] {
+            let (o, p) = parse(bad);
+            assert_eq!(o.dump_path, None);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].contains("unknown % sequence"), "{p:?}");
+        }
     }
 
     #[test]

@@ -35,7 +35,9 @@ macro_rules! entry_with_caller {
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         #[cfg_attr(not(test), no_mangle)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            $target($($arg,)* 0)
+            // SAFETY: the C contract of the entry point is the caller's.
+            #[allow(unused_unsafe)]
+            unsafe { $target($($arg,)* 0) }
         }
     };
 }
@@ -49,17 +51,27 @@ entry_with_caller!(memalign(align: usize, size: usize) -> *mut c_void, memalign_
 entry_with_caller!(aligned_alloc(align: usize, size: usize) -> *mut c_void, aligned_alloc_at, x86_64 = "rdx", aarch64 = "x2");
 entry_with_caller!(valloc(size: usize) -> *mut c_void, valloc_at, x86_64 = "rsi", aarch64 = "x1");
 entry_with_caller!(pvalloc(size: usize) -> *mut c_void, pvalloc_at, x86_64 = "rsi", aarch64 = "x1");
+// glibc's own names for its allocator: programs and debugging libraries
+// call them directly and mix them with `free`, so they must hand out (and
+// take back) the same blocks as the rest of the family.
+entry_with_caller!(__libc_malloc(size: usize) -> *mut c_void, malloc_at, x86_64 = "rsi", aarch64 = "x1");
+entry_with_caller!(__libc_calloc(n: usize, size: usize) -> *mut c_void, calloc_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(__libc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void, realloc_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(__libc_memalign(align: usize, size: usize) -> *mut c_void, memalign_at, x86_64 = "rdx", aarch64 = "x2");
+entry_with_caller!(__libc_valloc(size: usize) -> *mut c_void, valloc_at, x86_64 = "rsi", aarch64 = "x1");
+entry_with_caller!(__libc_pvalloc(size: usize) -> *mut c_void, pvalloc_at, x86_64 = "rsi", aarch64 = "x1");
 
-unsafe extern "C" fn malloc_at(size: usize, caller: usize) -> *mut c_void {
+extern "C" fn malloc_at(size: usize, caller: usize) -> *mut c_void {
     hooks::allocate(size, false, caller)
 }
 
-unsafe extern "C" fn calloc_at(n: usize, size: usize, caller: usize) -> *mut c_void {
+extern "C" fn calloc_at(n: usize, size: usize, caller: usize) -> *mut c_void {
     hooks::allocate_zeroed(n, size, caller)
 }
 
 unsafe extern "C" fn realloc_at(ptr: *mut c_void, size: usize, caller: usize) -> *mut c_void {
-    hooks::realloc(ptr, size, caller)
+    // SAFETY: the C contract of realloc is the caller's.
+    unsafe { hooks::realloc(ptr, size, caller) }
 }
 
 unsafe extern "C" fn reallocarray_at(
@@ -68,7 +80,8 @@ unsafe extern "C" fn reallocarray_at(
     size: usize,
     caller: usize,
 ) -> *mut c_void {
-    hooks::reallocarray(ptr, n, size, caller)
+    // SAFETY: the C contract of reallocarray is the caller's.
+    unsafe { hooks::reallocarray(ptr, n, size, caller) }
 }
 
 unsafe extern "C" fn posix_memalign_at(
@@ -77,38 +90,48 @@ unsafe extern "C" fn posix_memalign_at(
     size: usize,
     caller: usize,
 ) -> c_int {
-    hooks::posix_memalign(out, align, size, caller)
+    // SAFETY: the C contract of posix_memalign is the caller's.
+    unsafe { hooks::posix_memalign(out, align, size, caller) }
 }
 
-unsafe extern "C" fn memalign_at(align: usize, size: usize, caller: usize) -> *mut c_void {
+extern "C" fn memalign_at(align: usize, size: usize, caller: usize) -> *mut c_void {
     hooks::memalign(align, size, caller)
 }
 
-unsafe extern "C" fn aligned_alloc_at(align: usize, size: usize, caller: usize) -> *mut c_void {
+extern "C" fn aligned_alloc_at(align: usize, size: usize, caller: usize) -> *mut c_void {
     hooks::aligned_alloc(align, size, caller)
 }
 
-unsafe extern "C" fn valloc_at(size: usize, caller: usize) -> *mut c_void {
+extern "C" fn valloc_at(size: usize, caller: usize) -> *mut c_void {
     hooks::valloc(size, caller)
 }
 
-unsafe extern "C" fn pvalloc_at(size: usize, caller: usize) -> *mut c_void {
+extern "C" fn pvalloc_at(size: usize, caller: usize) -> *mut c_void {
     hooks::pvalloc(size, caller)
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
-    hooks::free(ptr)
+    // SAFETY: the C contract of free is the caller's.
+    unsafe { hooks::free(ptr) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
-    hooks::free(ptr)
+    // SAFETY: the C contract of free is the caller's.
+    unsafe { hooks::free(ptr) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn __libc_free(ptr: *mut c_void) {
+    // SAFETY: the C contract of free is the caller's.
+    unsafe { hooks::free(ptr) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
-    hooks::usable_size(ptr)
+    // SAFETY: the C contract of malloc_usable_size is the caller's.
+    unsafe { hooks::usable_size(ptr) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -120,7 +143,8 @@ pub unsafe extern "C" fn mmap(
     fd: c_int,
     off: libc::off_t,
 ) -> *mut c_void {
-    hooks::mmap(false, addr, len, prot, flags, fd, off)
+    // SAFETY: the C contract of mmap is the caller's.
+    unsafe { hooks::mmap(false, addr, len, prot, flags, fd, off) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -132,18 +156,21 @@ pub unsafe extern "C" fn mmap64(
     fd: c_int,
     off: libc::off_t,
 ) -> *mut c_void {
-    hooks::mmap(true, addr, len, prot, flags, fd, off)
+    // SAFETY: the C contract of mmap64 is the caller's.
+    unsafe { hooks::mmap(true, addr, len, prot, flags, fd, off) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
-    hooks::munmap(addr, len)
+    // SAFETY: the C contract of munmap is the caller's.
+    unsafe { hooks::munmap(addr, len) }
 }
 
 /// Interposed to count the calls in flight (see [`crate::loader`]).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
-    crate::loader::dlclose(handle)
+    // SAFETY: the C contract of dlclose is the caller's.
+    unsafe { crate::loader::dlclose(handle) }
 }
 
 /// Interposed so we learn that the Ruby VM is being destroyed before any of
@@ -153,15 +180,31 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
 pub unsafe extern "C" fn ruby_vm_destruct(vm: *mut c_void) -> c_int {
     crate::ruby::mark_vm_torn_down();
     type DestructFn = unsafe extern "C" fn(*mut c_void) -> c_int;
-    let next = libc::dlsym(libc::RTLD_NEXT, c"ruby_vm_destruct".as_ptr());
+    // SAFETY: dlsym with a NUL-terminated name.
+    let next = unsafe { libc::dlsym(libc::RTLD_NEXT, c"ruby_vm_destruct".as_ptr()) };
     if next.is_null() {
         return 0;
     }
-    core::mem::transmute::<*mut c_void, DestructFn>(next)(vm)
+    // SAFETY: libruby's ruby_vm_destruct has this signature; `vm` is the
+    // caller's.
+    unsafe { core::mem::transmute::<*mut c_void, DestructFn>(next)(vm) }
 }
 
 /// The function table the Ruby extension looks up with `dlsym`.
 #[cfg_attr(not(test), no_mangle)]
 pub extern "C" fn mwrap_preload_api() -> *const mwrap_core::abi::PreloadApi {
     &crate::query::API
+}
+
+/// For the benchmark (`bench/native/fork_bench.c`): how many forks this
+/// process made and the nanoseconds spent in mwrap's fork handlers
+/// (prepare and parent) over all of them. Not part of the Ruby ABI.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn mwrap_fork_handler_stats(forks: *mut u64, nanos: *mut u64) {
+    use core::sync::atomic::Ordering;
+    // SAFETY: the caller passes two writable u64s.
+    unsafe {
+        forks.write(crate::state::FORKS.load(Ordering::Relaxed));
+        nanos.write(crate::state::FORK_HANDLER_NANOS.load(Ordering::Relaxed));
+    }
 }

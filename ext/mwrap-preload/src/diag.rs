@@ -1,27 +1,39 @@
 //! Messages to stderr from places that must not allocate through our hooks.
 
+use mwrap_core::errno;
+
 /// One `write(2)` of the whole message, so lines from several processes
 /// sharing a terminal do not interleave within a line.
 pub fn write_stderr(msg: &[u8]) {
-    write_all(2, msg);
+    let _ = write_all(2, msg);
 }
 
 /// Writes all of `bytes` to `fd`, retrying on EINTR and short writes.
-/// Returns false if the descriptor refused.
-pub fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
-    while !bytes.is_empty() {
+/// Returns how many bytes were written, and the errno that stopped it.
+pub fn write_all(fd: i32, bytes: &[u8]) -> Result<(), (usize, i32)> {
+    let mut done = 0;
+    while done < bytes.len() {
+        let rest = &bytes[done..];
         // SAFETY: plain write(2) of a valid slice.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
         if n < 0 {
-            if mwrap_core::errno::get() == libc::EINTR {
+            let e = errno::get();
+            if e == libc::EINTR {
                 continue;
             }
-            return false;
+            return Err((done, e));
         }
         if n == 0 {
-            return false;
+            return Err((done, libc::EIO));
         }
-        bytes = &bytes[n as usize..];
+        done += n as usize;
     }
-    true
+    Ok(())
+}
+
+/// The text of an errno value.
+pub fn strerror(e: i32) -> String {
+    // SAFETY: strerror returns a static or thread-local string.
+    let s = unsafe { core::ffi::CStr::from_ptr(libc::strerror(e)) };
+    s.to_string_lossy().into_owned()
 }

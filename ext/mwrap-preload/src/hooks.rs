@@ -7,18 +7,15 @@
 //! NULL with errno ENOMEM, bad alignments EINVAL, `realloc(p, 0)` frees `p`
 //! and returns NULL, `free(NULL)` does nothing.
 
-// The safety contract of each function is the C one of its namesake.
-#![allow(clippy::missing_safety_doc)]
-
 use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
 
+use mwrap_core::errno;
 use mwrap_core::header::{MAX_REQUEST, MIN_ALIGNMENT};
 use mwrap_core::{LiveAllocation, HEADER_SIZE};
 
 use crate::real;
 use crate::tracker;
-use mwrap_core::errno;
 
 #[inline]
 fn enomem() -> *mut c_void {
@@ -37,9 +34,26 @@ fn page_size() -> usize {
     }
 }
 
+/// Writes the header at the start of `raw` (a real block of at least
+/// `size + HEADER_SIZE` bytes, or `offset` before the user pointer for an
+/// aligned one), charges it, and returns the user pointer.
+///
+/// # Safety
+/// `hdr` points to `HEADER_SIZE` writable bytes inside a fresh real block,
+/// followed by `size` user bytes.
+#[inline(always)]
+unsafe fn track(hdr: *mut LiveAllocation, size: usize, align_shift: u32, caller: usize) -> *mut u8 {
+    // SAFETY: per this function's contract.
+    unsafe {
+        LiveAllocation::init(hdr, size, align_shift);
+        tracker::charge(hdr, caller);
+    }
+    LiveAllocation::user_ptr(hdr)
+}
+
 /// A plain block (16-byte aligned) of `size` bytes, zeroed if asked.
-#[inline]
-pub unsafe fn allocate(size: usize, zeroed: bool, caller: usize) -> *mut c_void {
+#[inline(always)]
+pub fn allocate(size: usize, zeroed: bool, caller: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return enomem();
     }
@@ -47,23 +61,24 @@ pub unsafe fn allocate(size: usize, zeroed: bool, caller: usize) -> *mut c_void 
         let p = real::boot_alloc(size, MIN_ALIGNMENT);
         return if p.is_null() { enomem() } else { p.cast() };
     };
-    let raw = if zeroed {
-        (real.calloc)(1, size + HEADER_SIZE)
-    } else {
-        (real.malloc)(size + HEADER_SIZE)
+    // SAFETY: the real allocator's malloc/calloc take any size.
+    let raw = unsafe {
+        if zeroed {
+            (real.calloc)(1, size + HEADER_SIZE)
+        } else {
+            (real.malloc)(size + HEADER_SIZE)
+        }
     };
     if raw.is_null() {
         return null_mut(); // the real allocator set errno
     }
-    let hdr = raw as *mut LiveAllocation;
-    LiveAllocation::init(hdr, size, 0);
-    tracker::charge(hdr, caller);
-    LiveAllocation::user_ptr(hdr).cast()
+    // SAFETY: a fresh block of size + HEADER_SIZE bytes, 16-byte aligned.
+    unsafe { track(raw as *mut LiveAllocation, size, 0, caller) }.cast()
 }
 
 /// `calloc`: overflow of `n * size` is ENOMEM.
 #[inline]
-pub unsafe fn allocate_zeroed(n: usize, size: usize, caller: usize) -> *mut c_void {
+pub fn allocate_zeroed(n: usize, size: usize, caller: usize) -> *mut c_void {
     match n.checked_mul(size) {
         Some(total) => allocate(total, true, caller),
         None => enomem(),
@@ -72,7 +87,7 @@ pub unsafe fn allocate_zeroed(n: usize, size: usize, caller: usize) -> *mut c_vo
 
 /// A block whose user pointer is aligned to `align` (a power of two).
 /// Returns the block or an errno value.
-unsafe fn allocate_aligned(align: usize, size: usize, caller: usize) -> Result<*mut c_void, c_int> {
+fn allocate_aligned(align: usize, size: usize, caller: usize) -> Result<*mut c_void, c_int> {
     debug_assert!(align.is_power_of_two());
     if align <= MIN_ALIGNMENT {
         let p = allocate(size, false, caller);
@@ -96,19 +111,31 @@ unsafe fn allocate_aligned(align: usize, size: usize, caller: usize) -> Result<*
     // The user pointer sits `align` bytes into a block aligned to `align`;
     // align >= 32 = HEADER_SIZE leaves room for the header before it.
     let mut raw = null_mut();
-    let rc = (real.posix_memalign)(&mut raw, align, size + align);
+    // SAFETY: `align` is a power of two above 16 (so a multiple of the
+    // pointer size), as posix_memalign requires.
+    let rc = unsafe { (real.posix_memalign)(&mut raw, align, size + align) };
     if rc != 0 {
         return Err(rc);
     }
-    let user = (raw as *mut u8).add(align);
-    let hdr = LiveAllocation::from_user(user);
-    LiveAllocation::init(hdr, size, align.trailing_zeros());
-    tracker::charge(hdr, caller);
-    Ok(user.cast())
+    let user = (raw as *mut u8).wrapping_add(align);
+    // SAFETY: the header's HEADER_SIZE bytes end at `user`, inside the
+    // block, and `size` user bytes follow.
+    Ok(unsafe {
+        track(
+            LiveAllocation::from_user(user),
+            size,
+            align.trailing_zeros(),
+            caller,
+        )
+    }
+    .cast())
 }
 
 /// `posix_memalign`: EINVAL unless `align` is a power of two multiple of
 /// `sizeof(void *)`; errno is left as it was.
+///
+/// # Safety
+/// `out` is writable, as for the C function.
 pub unsafe fn posix_memalign(
     out: *mut *mut c_void,
     align: usize,
@@ -123,7 +150,8 @@ pub unsafe fn posix_memalign(
     }
     errno::preserved(|| match allocate_aligned(align, size, caller) {
         Ok(p) => {
-            *out = p;
+            // SAFETY: per this function's contract.
+            unsafe { *out = p };
             0
         }
         Err(e) => e,
@@ -132,7 +160,7 @@ pub unsafe fn posix_memalign(
 
 /// `memalign` as glibc does it: alignments below 16 act like malloc, a
 /// non-power-of-two is rounded up, and one above `SIZE_MAX/2+1` is EINVAL.
-pub unsafe fn memalign(align: usize, size: usize, caller: usize) -> *mut c_void {
+pub fn memalign(align: usize, size: usize, caller: usize) -> *mut c_void {
     if align > usize::MAX / 2 + 1 {
         errno::set(libc::EINVAL);
         return null_mut();
@@ -149,7 +177,7 @@ pub unsafe fn memalign(align: usize, size: usize, caller: usize) -> *mut c_void 
 
 /// `aligned_alloc`: like memalign, but, as documented since glibc 2.38 and
 /// C17, an alignment that is not a power of two is EINVAL.
-pub unsafe fn aligned_alloc(align: usize, size: usize, caller: usize) -> *mut c_void {
+pub fn aligned_alloc(align: usize, size: usize, caller: usize) -> *mut c_void {
     if align == 0 || !align.is_power_of_two() {
         errno::set(libc::EINVAL);
         return null_mut();
@@ -157,12 +185,12 @@ pub unsafe fn aligned_alloc(align: usize, size: usize, caller: usize) -> *mut c_
     memalign(align, size, caller)
 }
 
-pub unsafe fn valloc(size: usize, caller: usize) -> *mut c_void {
+pub fn valloc(size: usize, caller: usize) -> *mut c_void {
     memalign(page_size(), size, caller)
 }
 
 /// `pvalloc`: page-aligned, size rounded up to whole pages.
-pub unsafe fn pvalloc(size: usize, caller: usize) -> *mut c_void {
+pub fn pvalloc(size: usize, caller: usize) -> *mut c_void {
     let page = page_size();
     match size.checked_add(page - 1) {
         Some(s) => memalign(page, s & !(page - 1), caller),
@@ -171,29 +199,51 @@ pub unsafe fn pvalloc(size: usize, caller: usize) -> *mut c_void {
 }
 
 /// `free`: counts the free and returns the raw block to the real allocator.
-#[inline]
+///
+/// # Safety
+/// `user` is null or a live block of ours, as for the C function.
+#[inline(always)]
 pub unsafe fn free(user: *mut c_void) {
     if user.is_null() || real::boot_owns(user as *const u8) {
         return;
     }
     let hdr = LiveAllocation::from_user(user.cast());
-    if !tracker::release(hdr) {
-        return;
+    // SAFETY: a live block of ours has its header right before it; once
+    // released, nothing refers to it but us.
+    unsafe {
+        if tracker::release(hdr) {
+            real::free_block(hdr);
+        }
     }
-    if let Some(real) = real::get() {
-        (real.free)(LiveAllocation::raw_block(hdr).cast());
+}
+
+/// A new block of `size` bytes at `caller` holding the first `old` bytes
+/// of `from` (a block the caller keeps responsibility for).
+///
+/// # Safety
+/// `from` is readable for `old.min(size)` bytes.
+unsafe fn copy_to_new(from: *const u8, old: usize, size: usize, caller: usize) -> *mut c_void {
+    let new = allocate(size, false, caller);
+    if !new.is_null() {
+        // SAFETY: `new` has room for `size` bytes; `from` per the contract.
+        unsafe { core::ptr::copy_nonoverlapping(from, new as *mut u8, old.min(size)) };
     }
+    new
 }
 
 /// `realloc`, charged like mwrap 2.x: a free of the old block at its
 /// location and a new allocation at the caller's. The real realloc is used,
 /// so blocks can grow or shrink in place.
+///
+/// # Safety
+/// `user` is null or a live block of ours, as for the C function.
 pub unsafe fn realloc(user: *mut c_void, size: usize, caller: usize) -> *mut c_void {
     if user.is_null() {
         return allocate(size, false, caller);
     }
     if size == 0 {
-        free(user);
+        // SAFETY: per this function's contract.
+        unsafe { free(user) };
         return null_mut();
     }
     if size > MAX_REQUEST {
@@ -201,46 +251,46 @@ pub unsafe fn realloc(user: *mut c_void, size: usize, caller: usize) -> *mut c_v
     }
     if real::boot_owns(user as *const u8) {
         let old = real::boot_size(user as *const u8);
-        let new = allocate(size, false, caller);
-        if !new.is_null() {
-            core::ptr::copy_nonoverlapping(user as *const u8, new as *mut u8, old.min(size));
-        }
-        return new;
+        // SAFETY: a bootstrap block is readable for its size.
+        return unsafe { copy_to_new(user as *const u8, old, size, caller) };
     }
     let Some(real) = real::get() else {
         return enomem();
     };
     let hdr = LiveAllocation::from_user(user.cast());
-    let shift = (*hdr).align_shift();
-    let offset = (*hdr).user_offset();
-    let old_size = (*hdr).size();
+    // SAFETY: a live block of ours has its header right before it.
+    let (shift, offset, old_size) =
+        unsafe { ((*hdr).align_shift(), (*hdr).user_offset(), (*hdr).size()) };
     // The header moves with the block, so it must leave its site's list first.
-    if !tracker::release(hdr) {
-        // Inside a fork handler: copy into a new block, keep the old one.
-        let new = allocate(size, false, caller);
-        if !new.is_null() {
-            core::ptr::copy_nonoverlapping(user as *const u8, new as *mut u8, old_size.min(size));
-        }
-        return new;
+    // SAFETY: as above.
+    if !unsafe { tracker::release(hdr) } {
+        // A signal handler inside the table: the old block is kept (and
+        // freed later, see `tracker::release`); copy into a new one.
+        // SAFETY: the old block is live and holds `old_size` bytes.
+        return unsafe { copy_to_new(user as *const u8, old_size, size, caller) };
     }
-    let raw = (real.realloc)(LiveAllocation::raw_block(hdr).cast(), size + offset);
+    // SAFETY: the raw block is the real allocator's; it is out of every table.
+    let raw = unsafe { (real.realloc)(LiveAllocation::raw_block(hdr).cast(), size + offset) };
     if raw.is_null() {
         // The old block is intact: track it again, as a new allocation here.
-        LiveAllocation::init(hdr, old_size, shift);
-        tracker::charge(hdr, caller);
+        // SAFETY: the old header is still in front of the intact old block.
+        unsafe { track(hdr, old_size, shift, caller) };
         return null_mut();
     }
-    let user = (raw as *mut u8).add(offset);
-    let hdr = LiveAllocation::from_user(user);
-    LiveAllocation::init(hdr, size, shift);
-    tracker::charge(hdr, caller);
-    user.cast()
+    let user = (raw as *mut u8).wrapping_add(offset);
+    // SAFETY: the new block holds the header's bytes before `user` and
+    // `size` bytes after it.
+    unsafe { track(LiveAllocation::from_user(user), size, shift, caller) }.cast()
 }
 
 /// `reallocarray`: realloc with an overflow check on `n * size`.
+///
+/// # Safety
+/// As for [`realloc`].
 pub unsafe fn reallocarray(user: *mut c_void, n: usize, size: usize, caller: usize) -> *mut c_void {
     match n.checked_mul(size) {
-        Some(total) => realloc(user, total, caller),
+        // SAFETY: per this function's contract.
+        Some(total) => unsafe { realloc(user, total, caller) },
         None => enomem(),
     }
 }
@@ -249,6 +299,9 @@ pub unsafe fn reallocarray(user: *mut c_void, n: usize, size: usize, caller: usi
 /// may have more room after it, but the C library allows any value from the
 /// requested size up, and this one costs a load instead of a second lookup
 /// in the real allocator (Ruby asks on every malloc and free).
+///
+/// # Safety
+/// `user` is null or a live block of ours, as for the C function.
 pub unsafe fn usable_size(user: *mut c_void) -> usize {
     if user.is_null() {
         return 0;
@@ -256,12 +309,16 @@ pub unsafe fn usable_size(user: *mut c_void) -> usize {
     if real::boot_owns(user as *const u8) {
         return real::boot_size(user as *const u8);
     }
-    (*LiveAllocation::from_user(user.cast())).size()
+    // SAFETY: a live block of ours has its header right before it.
+    unsafe { (*LiveAllocation::from_user(user.cast())).size() }
 }
 
 /// `mmap`: the real one, and if the mapping looks like one of Ruby's heap
 /// pages (anonymous, private, read-write, two heap pages long, made
 /// by a thread holding the GVL), the page inside it is recorded.
+///
+/// # Safety
+/// As for the C function.
 pub unsafe fn mmap(
     wide: bool,
     addr: *mut c_void,
@@ -271,7 +328,8 @@ pub unsafe fn mmap(
     fd: c_int,
     off: libc::off_t,
 ) -> *mut c_void {
-    let p = real::mmap(wide, addr, len, prot, flags, fd, off);
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let p = unsafe { real::mmap(wide, addr, len, prot, flags, fd, off) };
     if p != libc::MAP_FAILED
         && addr.is_null()
         && mwrap_core::heap::is_page_mapping_len(len)
@@ -287,8 +345,12 @@ pub unsafe fn mmap(
 }
 
 /// `munmap`: the real one, then forgets the heap pages it covered.
+///
+/// # Safety
+/// As for the C function.
 pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
-    let rc = real::munmap(addr, len);
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let rc = unsafe { real::munmap(addr, len) };
     if rc == 0 {
         errno::preserved(|| tracker::heap_unmapped(addr as usize, len));
     }
@@ -300,10 +362,10 @@ mod tests {
     //! The hooks called directly (in tests they are not exported, so the
     //! real allocator is the C library's, through RTLD_NEXT as in a process).
     use super::*;
-    use mwrap_core::errno;
 
     #[test]
     fn plain_blocks_round_trip_through_realloc() {
+        // SAFETY: the blocks are the hooks' own, each freed once.
         unsafe {
             let p = allocate(100, false, 0x1234) as *mut u8;
             assert!(!p.is_null());
@@ -325,6 +387,7 @@ mod tests {
 
     #[test]
     fn zeroed_and_overflowing_requests() {
+        // SAFETY: the blocks are the hooks' own, each freed once.
         unsafe {
             let p = allocate_zeroed(10, 100, 0) as *mut u8;
             assert!((0..1000).all(|i| *p.add(i) == 0));
@@ -342,6 +405,7 @@ mod tests {
 
     #[test]
     fn aligned_blocks_keep_their_alignment_and_free_cleanly() {
+        // SAFETY: the blocks are the hooks' own, each freed once.
         unsafe {
             for align in [8usize, 16, 32, 64, 4096, 65536] {
                 let mut out = core::ptr::null_mut();

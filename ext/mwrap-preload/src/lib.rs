@@ -6,22 +6,33 @@
 //!
 //! - [`api`]: every exported symbol (thin entry points)
 //! - [`hooks`]: the malloc family with a header per block
-//! - [`tracker`]: decides which location a block belongs to and records it
+//! - [`tracker`]: charges blocks to locations, hands them to the tables
+//! - [`locate`]: which location an allocation belongs to
 //! - [`ruby`]: when and how Ruby may be asked for the current line
-//! - [`query`]: the read side, exported to the Ruby extension
-//! - [`exit_dump`]: `MWRAP` options and the dump at exit
+//! - `state`: the process's globals; `config`: `MWRAP`; `init`: start-up
+//! - `per_thread`, `thread_data`: each thread's record
+//! - `lifecycle`: fork and exit; `dump`: the dump at exit
+//! - `query`: the read side, exported to the Ruby extension; `names`: dladdr
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
+mod config;
 mod diag;
-mod exit_dump;
-mod fork;
+mod dump;
 pub mod hooks;
+mod init;
+mod lifecycle;
 mod loader;
+mod locate;
 mod names;
+mod per_thread;
 mod query;
 mod real;
 mod ruby;
-mod thread_state;
+mod state;
+mod thread_data;
 pub mod tracker;
 
 // Rust's own allocations in the preload bypass our hooks.

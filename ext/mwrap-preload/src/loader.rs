@@ -15,15 +15,27 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 static DLCLOSE_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static UNTRUSTED: AtomicBool = AtomicBool::new(false);
 
+static NEXT_DLCLOSE: core::sync::atomic::AtomicPtr<c_void> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
 /// `dlclose`, counted while it runs.
+///
+/// # Safety
+/// As for the C function.
 pub unsafe fn dlclose(handle: *mut c_void) -> c_int {
     type DlcloseFn = unsafe extern "C" fn(*mut c_void) -> c_int;
-    let next = libc::dlsym(libc::RTLD_NEXT, c"dlclose".as_ptr());
+    let mut next = NEXT_DLCLOSE.load(Ordering::Acquire);
     if next.is_null() {
-        return -1;
+        // SAFETY: dlsym with a NUL-terminated name.
+        next = unsafe { libc::dlsym(libc::RTLD_NEXT, c"dlclose".as_ptr()) };
+        if next.is_null() {
+            return -1;
+        }
+        NEXT_DLCLOSE.store(next, Ordering::Release);
     }
     DLCLOSE_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-    let rc = core::mem::transmute::<*mut c_void, DlcloseFn>(next)(handle);
+    // SAFETY: `next` is the loader's dlclose; the handle is the caller's.
+    let rc = unsafe { core::mem::transmute::<*mut c_void, DlcloseFn>(next)(handle) };
     DLCLOSE_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     rc
 }

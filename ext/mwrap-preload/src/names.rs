@@ -1,38 +1,18 @@
-//! Printable names of locations. Keys are copied out of the table first:
-//! `dladdr` takes the dynamic linker's lock, and a thread inside `dlopen`
-//! may be waiting in our hooks for the table's lock.
+//! Native names of return addresses, as `backtrace_symbols` prints them,
+//! from `dladdr`: the [`NativeNamer`] of the read API. `dladdr` takes the
+//! dynamic linker's lock, so names are only ever made on the read side,
+//! with no table lock held (see `mwrap_core::read`).
 
 use mwrap_core::errno;
 use mwrap_core::format::{self, ByteWriter, NativeSymbol};
-use mwrap_core::SiteKey;
+use mwrap_core::read::NativeNamer;
 
-use crate::tracker::TABLE;
+/// Names addresses with `dladdr`.
+pub struct Dladdr;
 
-/// Appends the name of `id` to `out`; false if the id is unknown.
-pub fn site_name(id: u32, out: &mut Vec<u8>) -> bool {
-    let Some(key) = TABLE.with_key(id, |k| k.clone()) else {
-        return false;
-    };
-    key_name(&key, out);
-    true
-}
-
-pub fn key_name(key: &SiteKey, out: &mut Vec<u8>) {
-    match key {
-        SiteKey::Ruby { file, line } => {
-            // room for the file, ':' and a u32's digits
-            let mut buf = vec![0u8; file.len() + 11];
-            let mut w = ByteWriter::new(&mut buf);
-            format::ruby_location(&mut w, file, *line);
-            out.extend_from_slice(w.as_bytes());
-        }
-        SiteKey::Native { address } => {
-            let mut buf = [0u8; 4096];
-            let mut w = ByteWriter::new(&mut buf);
-            native_name(&mut w, *address);
-            out.extend_from_slice(w.as_bytes());
-        }
-        SiteKey::Overflow => out.extend_from_slice(b"[mwrap: location table full]"),
+impl NativeNamer for Dladdr {
+    fn name_native(&self, address: usize, out: &mut ByteWriter<'_>) {
+        native_name(out, address);
     }
 }
 
@@ -40,7 +20,7 @@ pub fn key_name(key: &SiteKey, out: &mut Vec<u8>) {
 const MAX_NAME: usize = 1024;
 
 /// `backtrace_symbols`-style name of a return address, without allocating.
-pub fn native_name(out: &mut ByteWriter<'_>, address: usize) {
+fn native_name(out: &mut ByteWriter<'_>, address: usize) {
     let mut object_buf = [0u8; MAX_NAME];
     let mut symbol_buf = [0u8; MAX_NAME];
     // SAFETY: dladdr fills a plain struct. The strings it points to belong
@@ -121,13 +101,21 @@ fn read_own_memory(src: usize, dst: &mut [u8]) -> Option<usize> {
 /// Fallback of [`read_own_memory`]: copies `dst.len()` bytes (all on one
 /// page) if that page is mapped. `msync` fails with ENOMEM on an address
 /// that is not mapped.
+///
+/// # Safety
+/// `src..src + dst.len()` lies within one page.
 unsafe fn mapped_copy(src: usize, dst: &mut [u8]) -> Option<usize> {
     let first = src & !(PAGE - 1);
-    let rc = errno::preserved(|| libc::msync(first as *mut libc::c_void, PAGE, libc::MS_ASYNC));
+    // SAFETY: msync only asks the kernel about the page.
+    let rc = errno::preserved(|| unsafe {
+        libc::msync(first as *mut libc::c_void, PAGE, libc::MS_ASYNC)
+    });
     if rc != 0 {
         return None;
     }
-    core::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
+    // SAFETY: the page is mapped (a racing dlclose can still unmap it: the
+    // reason process_vm_readv is tried first); the copy stays in it.
+    unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
     Some(dst.len())
 }
 

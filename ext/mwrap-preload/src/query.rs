@@ -1,137 +1,261 @@
 //! The read side of the preload, exported to the Ruby extension as one
-//! function table. Every function copies what it needs under the table's
-//! locks and calls the extension's sink only after releasing them.
+//! function table over the core read API. Every function copies what it
+//! needs (under short locks, with the recursion guard held so that its own
+//! allocations are untracked) and calls the extension's sink only after
+//! releasing every lock.
 
 use core::ffi::c_void;
 
 use mwrap_core::abi::{
-    BytesSink, HeapPageSink, HeapPageStats, LiveSink, PreloadApi, SiteSnapshot, SnapshotSink,
-    ABI_VERSION,
+    BytesSink, HeapPageSink, HeapPageStats, LiveSink, LocationKey, PreloadApi, SiteFilter, SiteRow,
+    SiteRowSink, SiteSnapshot, Totals, ABI_VERSION, LOCATION_NATIVE, LOCATION_NO_MEMORY,
+    LOCATION_OVERFLOW, LOCATION_RUBY, RENDER_TEXT, STATUS_NO_MEMORY, STATUS_OK, STATUS_UNKNOWN,
+    UNTRACKED_SITE,
 };
-use mwrap_core::location::parse_location;
+use mwrap_core::lock::LockCx;
+use mwrap_core::read::{self, SiteRows};
+use mwrap_core::render::{self, LineSink};
+use mwrap_core::SiteKey;
 
-use crate::tracker::{self, HEAP, TABLE};
-use crate::{names, ruby, thread_state};
+use crate::names::Dladdr;
+use crate::per_thread::{self, lock_cx};
+use crate::ruby;
+use crate::state::{current_generation, HEAP, SITES};
 
 pub static API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
     struct_size: core::mem::size_of::<PreloadApi>() as u32,
-    snapshot_sites,
+    sites,
+    site,
     site_snapshot,
-    site_name,
     site_lookup,
     site_live,
     reset,
-    total_bytes_allocated,
-    total_bytes_freed,
+    totals,
     quiet_enter,
     quiet_exit,
-    current_generation,
+    current_generation: api_current_generation,
     attach_ruby,
     heap_pages,
     heap_stats,
     heap_page_size,
+    render,
 };
 
-/// Snapshots of every location with total strictly above `min`.
-pub fn sites_above(min: u64) -> Vec<SiteSnapshot> {
-    (1..=TABLE.site_count())
-        .filter_map(|id| TABLE.snapshot(id))
-        .filter(|s| s.total > min)
-        .collect()
+/// Runs `f` with this thread's lock context and the recursion guard held;
+/// `otherwise` when the thread has no record or is already inside the
+/// profiler (a signal handler that interrupted it).
+fn reading<R>(otherwise: R, f: impl FnOnce(&LockCx<'static>) -> R) -> R {
+    per_thread::busy(|record, _| f(&lock_cx(record))).unwrap_or(otherwise)
 }
 
-unsafe extern "C" fn snapshot_sites(min: u64, sink: SnapshotSink, ctx: *mut c_void) {
-    let sites = sites_above(min);
-    sink(ctx, sites.as_ptr(), sites.len());
+/// The ABI's form of a key; `file` points into the table (valid for the
+/// process's life).
+fn location_key(key: SiteKey) -> LocationKey {
+    let mut k = LocationKey::default();
+    match key {
+        SiteKey::Ruby { file, line } => {
+            let name = SITES.files().get(file).unwrap_or(b"");
+            k.kind = LOCATION_RUBY;
+            k.line = line;
+            k.file = name.as_ptr();
+            k.file_len = name.len();
+        }
+        SiteKey::Native { address } => {
+            k.kind = LOCATION_NATIVE;
+            k.address = address as u64;
+        }
+        SiteKey::Overflow => k.kind = LOCATION_OVERFLOW,
+        SiteKey::NoMemory => k.kind = LOCATION_NO_MEMORY,
+        SiteKey::Unset => {}
+    }
+    k
+}
+
+/// Hands `rows` to `sink` in batches, with no lock held.
+///
+/// # Safety
+/// `sink` and `ctx` are the caller's, per the ABI.
+unsafe fn send_rows(rows: &SiteRows, sink: SiteRowSink, ctx: *mut c_void) -> i32 {
+    const BATCH: usize = 256;
+    let mut batch: Vec<SiteRow> = Vec::new();
+    if batch.try_reserve(BATCH.min(rows.len())).is_err() {
+        return STATUS_NO_MEMORY;
+    }
+    for chunk in rows.rows().chunks(BATCH) {
+        batch.clear();
+        batch.extend(chunk.iter().map(|r| {
+            let name = rows.name(r);
+            SiteRow {
+                snapshot: r.snapshot,
+                key: location_key(r.key),
+                name: name.as_ptr(),
+                name_len: name.len(),
+            }
+        }));
+        // SAFETY: per the ABI; `batch` and the names it points to outlive the call.
+        unsafe { sink(ctx, batch.as_ptr(), batch.len()) };
+    }
+    STATUS_OK
+}
+
+unsafe extern "C" fn sites(filter: *const SiteFilter, sink: SiteRowSink, ctx: *mut c_void) -> i32 {
+    // SAFETY: the extension passes a valid filter or null.
+    let filter = unsafe { filter.as_ref() }.copied().unwrap_or_default();
+    let rows = reading(Err(()), |cx| {
+        read::sites(&SITES, cx, &filter, &Dladdr).map_err(|_| ())
+    });
+    match rows {
+        // SAFETY: per the ABI.
+        Ok(rows) => unsafe { send_rows(&rows, sink, ctx) },
+        Err(()) => STATUS_NO_MEMORY,
+    }
+}
+
+unsafe extern "C" fn site(id: u32, sink: SiteRowSink, ctx: *mut c_void) -> i32 {
+    match reading(Err(()), |cx| {
+        read::site(&SITES, cx, id, &Dladdr).map_err(|_| ())
+    }) {
+        // SAFETY: per the ABI.
+        Ok(Some(rows)) => unsafe { send_rows(&rows, sink, ctx) },
+        Ok(None) => STATUS_UNKNOWN,
+        Err(()) => STATUS_NO_MEMORY,
+    }
 }
 
 unsafe extern "C" fn site_snapshot(id: u32, out: *mut SiteSnapshot) -> bool {
-    match TABLE.snapshot(id) {
+    match reading(None, |cx| SITES.snapshot(cx, id)) {
         Some(s) => {
-            out.write(s);
+            // SAFETY: the extension passes a writable SiteSnapshot.
+            unsafe { out.write(s) };
             true
         }
         None => false,
     }
 }
 
-unsafe extern "C" fn site_name(id: u32, sink: BytesSink, ctx: *mut c_void) -> bool {
-    let mut name = Vec::new();
-    if !names::site_name(id, &mut name) {
-        return false;
-    }
-    sink(ctx, name.as_ptr(), name.len());
-    true
-}
-
 unsafe extern "C" fn site_lookup(name: *const u8, len: usize) -> u32 {
     if name.is_null() {
-        return 0;
+        return UNTRACKED_SITE;
     }
-    let name = core::slice::from_raw_parts(name, len);
-    parse_location(name)
-        .and_then(|key| TABLE.lookup(key))
-        .unwrap_or(0)
+    // SAFETY: the extension passes `len` readable bytes.
+    let name = unsafe { core::slice::from_raw_parts(name, len) };
+    reading(None, |cx| read::lookup(&SITES, cx, name)).unwrap_or(UNTRACKED_SITE)
 }
 
-unsafe extern "C" fn site_live(id: u32, sink: LiveSink, ctx: *mut c_void) -> bool {
+unsafe extern "C" fn site_live(id: u32, sink: LiveSink, ctx: *mut c_void) -> i32 {
     let mut live = Vec::new();
-    if !TABLE.live(id, tracker::current_generation(), &mut live) {
-        return false;
+    match reading(Err(()), |cx| {
+        SITES
+            .live(cx, id, current_generation(), &mut live)
+            .map_err(|_| ())
+    }) {
+        Ok(true) => {
+            // SAFETY: per the ABI.
+            unsafe { sink(ctx, live.as_ptr(), live.len()) };
+            STATUS_OK
+        }
+        Ok(false) => STATUS_UNKNOWN,
+        Err(()) => STATUS_NO_MEMORY,
     }
-    sink(ctx, live.as_ptr(), live.len());
-    true
 }
 
 unsafe extern "C" fn reset() {
-    TABLE.reset();
+    reading((), |cx| SITES.reset(cx));
 }
 
-unsafe extern "C" fn total_bytes_allocated() -> u64 {
-    sites_above(0).iter().map(|s| s.total).sum()
-}
-
-unsafe extern "C" fn total_bytes_freed() -> u64 {
-    sites_above(0).iter().map(|s| s.freed_bytes).sum()
+unsafe extern "C" fn totals(out: *mut Totals) {
+    let t = reading(Totals::default(), |cx| read::totals(&SITES, cx));
+    // SAFETY: the extension passes a writable Totals.
+    unsafe { out.write(t) };
 }
 
 unsafe extern "C" fn quiet_enter() -> u32 {
-    thread_state::with(|ts| {
-        let depth = ts.quiet.get().saturating_add(1);
-        ts.quiet.set(depth);
-        depth
-    })
-    .unwrap_or(0)
+    per_thread::busy(|_, data| data.quiet_enter(ruby::current_ec(data))).unwrap_or(0)
 }
 
 unsafe extern "C" fn quiet_exit() -> u32 {
-    thread_state::with(|ts| {
-        let depth = ts.quiet.get().saturating_sub(1);
-        ts.quiet.set(depth);
-        depth
-    })
-    .unwrap_or(0)
+    per_thread::busy(|_, data| data.quiet_exit(ruby::current_ec(data))).unwrap_or(0)
 }
 
-unsafe extern "C" fn current_generation() -> u64 {
-    tracker::current_generation()
+unsafe extern "C" fn api_current_generation() -> u64 {
+    current_generation()
 }
 
 unsafe extern "C" fn attach_ruby() {
-    thread_state::guarded(|_| ruby::attach());
+    per_thread::busy(|_, _| ruby::attach());
 }
 
-unsafe extern "C" fn heap_pages(sink: HeapPageSink, ctx: *mut c_void) {
+unsafe extern "C" fn heap_pages(sink: HeapPageSink, ctx: *mut c_void) -> i32 {
     let mut pages = Vec::new();
-    HEAP.live(&mut pages);
-    sink(ctx, pages.as_ptr(), pages.len());
+    if reading(Err(()), |cx| HEAP.live(cx, &mut pages).map_err(|_| ())).is_err() {
+        return STATUS_NO_MEMORY;
+    }
+    // SAFETY: per the ABI.
+    unsafe { sink(ctx, pages.as_ptr(), pages.len()) };
+    STATUS_OK
 }
 
 unsafe extern "C" fn heap_stats(out: *mut HeapPageStats) {
-    out.write(HEAP.stats());
+    let stats = reading(HeapPageStats::default(), |cx| HEAP.stats(cx));
+    // SAFETY: the extension passes a writable HeapPageStats.
+    unsafe { out.write(stats) };
 }
 
 unsafe extern "C" fn heap_page_size() -> u64 {
     HEAP.page_size() as u64
+}
+
+/// Hands rendered text to the extension in pieces of whole lines.
+struct SinkLines {
+    sink: BytesSink,
+    ctx: *mut c_void,
+    buf: Vec<u8>,
+}
+
+impl SinkLines {
+    const PIECE: usize = 64 * 1024;
+
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            // SAFETY: per the ABI; `buf` outlives the call.
+            unsafe { (self.sink)(self.ctx, self.buf.as_ptr(), self.buf.len()) };
+            self.buf.clear();
+        }
+    }
+}
+
+impl LineSink for SinkLines {
+    fn line(&mut self, line: &[u8]) {
+        if self.buf.len() + line.len() > Self::PIECE {
+            self.flush();
+        }
+        self.buf.extend_from_slice(line);
+    }
+}
+
+unsafe extern "C" fn render(format: u32, min: u64, sink: BytesSink, ctx: *mut c_void) -> i32 {
+    if format != RENDER_TEXT {
+        return STATUS_UNKNOWN;
+    }
+    let filter = SiteFilter {
+        min_total: min,
+        ..Default::default()
+    };
+    let Ok(rows) = reading(Err(()), |cx| {
+        read::sites(&SITES, cx, &filter, &Dladdr).map_err(|_| ())
+    }) else {
+        return STATUS_NO_MEMORY;
+    };
+    let mut out = SinkLines {
+        sink,
+        ctx,
+        buf: Vec::new(),
+    };
+    if out.buf.try_reserve(SinkLines::PIECE).is_err() {
+        return STATUS_NO_MEMORY;
+    }
+    render::text(&rows, &mut out);
+    out.flush();
+    STATUS_OK
 }

@@ -58,6 +58,7 @@ fn resolve_slow() -> Option<&'static RealAllocator> {
         // Either we are inside our own dlsym (recursion), or another thread
         // is resolving: both are served by the bootstrap arena.
         return if STATE.load(Ordering::Acquire) == READY {
+            // SAFETY: READY is only stored after REAL was written.
             unsafe { (*REAL.0.get()).as_ref() }
         } else {
             None
@@ -77,18 +78,24 @@ fn resolve_slow() -> Option<&'static RealAllocator> {
         *REAL.0.get() = Some(real);
     }
     STATE.store(READY, Ordering::Release);
+    // SAFETY: written just above, by this thread.
     unsafe { (*REAL.0.get()).as_ref() }
 }
 
 /// The next definition of `name`; aborts with a message when there is none,
 /// since no allocation could ever succeed.
+///
+/// # Safety
+/// `name` is NUL-terminated.
 unsafe fn next(name: *const c_char) -> *mut c_void {
-    let p = libc::dlsym(libc::RTLD_NEXT, name);
+    // SAFETY: per this function's contract.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name) };
     if p.is_null() {
         crate::diag::write_stderr(
             b"mwrap: no real allocator found after the preload (dlsym RTLD_NEXT failed)\n",
         );
-        libc::abort();
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() };
     }
     p
 }
@@ -131,11 +138,9 @@ pub fn boot_alloc(size: usize, align: usize) -> *mut u8 {
 }
 
 /// True if `p` came from the bootstrap arena.
-#[inline]
+#[inline(always)]
 pub fn boot_owns(p: *const u8) -> bool {
-    let a = p as usize;
-    let base = boot_base();
-    a >= base && a < base + BOOT_SIZE
+    (p as usize).wrapping_sub(boot_base()) < BOOT_SIZE
 }
 
 /// Size recorded for a bootstrap block.
@@ -151,20 +156,33 @@ pub fn boot_size(p: *const u8) -> usize {
 #[cfg_attr(test, allow(dead_code))]
 pub struct RealGlobalAlloc;
 
+// SAFETY: blocks come from the real allocator (aligned as asked, see
+// `alloc`) or from the bootstrap arena, and each goes back where it came from.
 unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
     unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
         let Some(real) = get() else {
             return boot_alloc(layout.size(), layout.align());
         };
-        if layout.align() <= 16 {
-            (real.malloc)(layout.size()) as *mut u8
+        // malloc aligns to 16 only blocks of at least 16 bytes (jemalloc
+        // gives an 8-byte block 8-byte alignment), as std's System knows.
+        let p = if layout.align() <= 16 && layout.align() <= layout.size() {
+            // SAFETY: the real malloc, with any size.
+            unsafe { (real.malloc)(layout.size()) as *mut u8 }
         } else {
             let mut p = core::ptr::null_mut();
-            if (real.posix_memalign)(&mut p, layout.align(), layout.size()) != 0 {
-                return core::ptr::null_mut();
+            let align = layout.align().max(core::mem::size_of::<usize>());
+            // SAFETY: a power of two, multiple of the pointer size.
+            if unsafe { (real.posix_memalign)(&mut p, align, layout.size()) } != 0 {
+                p = core::ptr::null_mut();
             }
             p as *mut u8
+        };
+        if p.is_null() {
+            // Out of memory: the profiler's own small needs come from what
+            // is left of the bootstrap arena rather than aborting.
+            return boot_alloc(layout.size(), layout.align());
         }
+        p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: core::alloc::Layout) {
@@ -172,7 +190,8 @@ unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
             return;
         }
         if let Some(real) = get() {
-            (real.free)(ptr as *mut c_void);
+            // SAFETY: `ptr` came from the real allocator (see `alloc`).
+            unsafe { (real.free)(ptr as *mut c_void) };
         }
     }
 
@@ -182,20 +201,45 @@ unsafe impl core::alloc::GlobalAlloc for RealGlobalAlloc {
         layout: core::alloc::Layout,
         new_size: usize,
     ) -> *mut u8 {
-        if layout.align() <= 16 && !boot_owns(ptr) {
+        if layout.align() <= 16 && layout.align() <= new_size && !boot_owns(ptr) {
             if let Some(real) = get() {
-                return (real.realloc)(ptr as *mut c_void, new_size) as *mut u8;
+                // SAFETY: `ptr` came from the real malloc (see `alloc`).
+                let p = unsafe { (real.realloc)(ptr as *mut c_void, new_size) as *mut u8 };
+                if !p.is_null() {
+                    return p;
+                }
             }
         }
-        let new = self.alloc(core::alloc::Layout::from_size_align_unchecked(
-            new_size,
-            layout.align(),
-        ));
+        let Ok(new_layout) = core::alloc::Layout::from_size_align(new_size, layout.align()) else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: a valid layout of non-zero size (GlobalAlloc's contract).
+        let new = unsafe { self.alloc(new_layout) };
         if !new.is_null() {
-            core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-            self.dealloc(ptr, layout);
+            // SAFETY: both blocks hold at least the bytes copied; `ptr` is
+            // ours to free per GlobalAlloc's contract.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
         }
         new
+    }
+}
+
+/// Gives a block of ours (its header at `hdr`) back to the real allocator.
+///
+/// # Safety
+/// `hdr` is the header of a block handed out by the hooks, out of every
+/// table, and the program is done with it.
+#[inline(always)]
+pub unsafe fn free_block(hdr: *mut mwrap_core::LiveAllocation) {
+    // SAFETY: a block of ours came from the real allocator, so it was
+    // resolved (READY published) before the block was handed out.
+    let real = unsafe { (*REAL.0.get()).as_ref() };
+    if let Some(real) = real {
+        // SAFETY: per this function's contract.
+        unsafe { (real.free)(mwrap_core::LiveAllocation::raw_block(hdr).cast()) };
     }
 }
 
@@ -229,6 +273,9 @@ fn resolve_next(
 }
 
 /// The next `mmap` (or `mmap64` when `wide`) in link order.
+///
+/// # Safety
+/// As for the C function.
 pub unsafe fn mmap(
     wide: bool,
     addr: *mut c_void,
@@ -244,16 +291,24 @@ pub unsafe fn mmap(
         resolve_next(&REAL_MMAP, c"mmap")
     };
     if f.is_null() {
-        return libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void;
+        // SAFETY: the caller's arguments, per the C contract.
+        return unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) }
+            as *mut c_void;
     }
-    core::mem::transmute::<*mut c_void, MmapFn>(f)(addr, len, prot, flags, fd, off)
+    // SAFETY: `f` is the next mmap, of this type; the caller's arguments.
+    unsafe { core::mem::transmute::<*mut c_void, MmapFn>(f)(addr, len, prot, flags, fd, off) }
 }
 
 /// The next `munmap` in link order.
+///
+/// # Safety
+/// As for the C function.
 pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
     let f = resolve_next(&REAL_MUNMAP, c"munmap");
     if f.is_null() {
-        return libc::syscall(libc::SYS_munmap, addr, len) as c_int;
+        // SAFETY: the caller's arguments, per the C contract.
+        return unsafe { libc::syscall(libc::SYS_munmap, addr, len) } as c_int;
     }
-    core::mem::transmute::<*mut c_void, MunmapFn>(f)(addr, len)
+    // SAFETY: `f` is the next munmap, of this type; the caller's arguments.
+    unsafe { core::mem::transmute::<*mut c_void, MunmapFn>(f)(addr, len) }
 }

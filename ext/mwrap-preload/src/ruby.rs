@@ -22,7 +22,7 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-use crate::thread_state::ThreadState;
+use crate::thread_data::ThreadData;
 
 type HasGvlFn = unsafe extern "C" fn() -> c_int;
 type SourceLocationFn = unsafe extern "C" fn(*mut c_int) -> *const c_char;
@@ -56,7 +56,16 @@ struct RubyRuntime {
     vm_ptr: *const *const c_void,
 }
 
+/// Where the runtime lives once found: a static, not a heap block, so
+/// that finding Ruby cannot fail for lack of memory.
+struct RuntimeCell(core::cell::UnsafeCell<core::mem::MaybeUninit<RubyRuntime>>);
+// SAFETY: written once by the thread that publishes RUNTIME, read after.
+unsafe impl Sync for RuntimeCell {}
+static RUNTIME_STORAGE: RuntimeCell =
+    RuntimeCell(core::cell::UnsafeCell::new(core::mem::MaybeUninit::uninit()));
 static RUNTIME: AtomicPtr<RubyRuntime> = AtomicPtr::new(core::ptr::null_mut());
+/// Set by the one thread that fills RUNTIME_STORAGE.
+static ATTACHING: AtomicBool = AtomicBool::new(false);
 static VM_TORN_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// The Ruby frame that is allocating: a cache key that names one
@@ -84,17 +93,32 @@ impl RubyFrame {
 }
 
 /// Whether this Ruby's frame layout is the one we read directly.
-unsafe fn known_frame_layout() -> bool {
-    let v = sym(c"ruby_api_version") as *const c_int;
+fn known_frame_layout() -> bool {
+    // SAFETY: a NUL-terminated name.
+    let v = unsafe { sym(c"ruby_api_version") } as *const c_int;
     if v.is_null() {
         return false;
     }
-    let (major, minor) = (*v, *v.add(1));
+    // SAFETY: libruby exports `const int ruby_api_version[3]`.
+    let (major, minor) = unsafe { (*v, *v.add(1)) };
     (major == 2 && minor >= 6) || (major == 3 && minor <= 4)
 }
 
+/// `dlsym(RTLD_DEFAULT, name)`. A miss leaves an error pending that the
+/// program would read from its next `dlerror()`. It is cleared by a lookup
+/// that succeeds (glibc resets the pending error at every `dl*` call), not
+/// by calling `dlerror()`: that translates the message, which takes the
+/// locale lock, and the first malloc of a program can come from inside
+/// `setlocale` holding it.
 unsafe fn sym(name: &core::ffi::CStr) -> *mut c_void {
-    libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr())
+    // SAFETY: dlsym with NUL-terminated names.
+    unsafe {
+        let p = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+        if p.is_null() {
+            libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
+        }
+        p
+    }
 }
 
 /// Looks for libruby's symbols; a no-op once found. Call with the recursion
@@ -119,7 +143,7 @@ pub fn attach() {
         }
         let source_location = sym(c"rb_source_location_cstr");
         let during_gc = sym(c"rb_during_gc");
-        let rt = Box::new(RubyRuntime {
+        let rt = RubyRuntime {
             has_gvl: core::mem::transmute::<*mut c_void, HasGvlFn>(has_gvl),
             source_location: (!source_location.is_null())
                 .then(|| core::mem::transmute::<*mut c_void, SourceLocationFn>(source_location)),
@@ -139,20 +163,20 @@ pub fn attach() {
                 })
             },
             vm_ptr: vm_ptr as *const *const c_void,
-        });
-        let rt = Box::into_raw(rt);
-        if RUNTIME
-            .compare_exchange(
-                core::ptr::null_mut(),
-                rt,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
-            drop(Box::from_raw(rt));
+        };
+        if ATTACHING.swap(true, Ordering::AcqRel) {
+            return; // another thread is publishing the same symbols
         }
+        let slot = (*RUNTIME_STORAGE.0.get()).write(rt);
+        RUNTIME.store(slot, Ordering::Release);
     }
+}
+
+/// Whether Ruby was found in this process (one load: non-Ruby programs
+/// skip every other check).
+#[inline(always)]
+pub fn attached() -> bool {
+    !RUNTIME.load(Ordering::Relaxed).is_null()
 }
 
 /// Whether the VM is being (or was) destroyed.
@@ -165,55 +189,148 @@ pub fn mark_vm_torn_down() {
     VM_TORN_DOWN.store(true, Ordering::Release);
 }
 
-/// The runtime and this thread's execution context, when this thread may
-/// call into Ruby: the VM is up and not being destroyed, the thread holds
-/// the GVL and has an EC.
-#[inline]
-fn with_gvl(ts: &ThreadState) -> Option<(&'static RubyRuntime, *const c_void)> {
-    let rt = RUNTIME.load(Ordering::Acquire);
-    if rt.is_null() || VM_TORN_DOWN.load(Ordering::Acquire) {
-        return None;
+/// What a hook may learn about Ruby on this thread, asked in this order,
+/// each question only when every earlier answer allows going on: an
+/// answer may need a Ruby call that is only safe once the earlier ones are
+/// known.
+pub trait RubyState {
+    /// libruby's symbols were found in the process.
+    fn attached(&mut self) -> bool;
+    /// `ruby_vm_destruct` has started.
+    fn torn_down(&mut self) -> bool;
+    /// This thread has an execution context (`ruby_current_ec`): during
+    /// `ruby_setup` a thread "has the GVL" before its EC exists.
+    fn has_ec(&mut self) -> bool;
+    /// The VM exists (`ruby_current_vm_ptr`).
+    fn vm_up(&mut self) -> bool;
+    /// This thread holds the GVL (`ruby_thread_has_gvl_p`).
+    fn has_gvl(&mut self) -> bool;
+    /// A GC is running (`rb_during_gc`): a compacting GC moves the objects
+    /// a frame points to.
+    fn during_gc(&mut self) -> bool;
+}
+
+/// Whether this thread may call into Ruby at all (heap pages need only
+/// this, GC or not).
+#[inline(always)]
+pub fn may_call_ruby(s: &mut impl RubyState) -> bool {
+    s.attached() && !s.torn_down() && s.has_ec() && s.vm_up() && s.has_gvl()
+}
+
+/// Whether an allocation made now is charged to the Ruby line running on
+/// this thread (else to its native caller).
+#[inline(always)]
+pub fn charges_ruby_line(s: &mut impl RubyState) -> bool {
+    may_call_ruby(s) && !s.during_gc()
+}
+
+/// The real answers, for the calling thread.
+struct LiveRuby<'a> {
+    ts: &'a ThreadData,
+    rt: *const RubyRuntime,
+    ec: *const c_void,
+}
+
+impl RubyState for LiveRuby<'_> {
+    #[inline(always)]
+    fn attached(&mut self) -> bool {
+        self.rt = RUNTIME.load(Ordering::Acquire);
+        !self.rt.is_null()
     }
-    // SAFETY: rt is leaked and never freed; the reads follow the checks
-    // listed at the top of this file, in order.
-    unsafe {
-        let rt = &*rt;
-        let mut ec_slot = ts.ruby_ec_slot.get();
-        if ec_slot.is_null() {
-            // dlsym of a TLS symbol returns the calling thread's copy.
-            ec_slot = sym(c"ruby_current_ec") as *const *const c_void;
-            if ec_slot.is_null() {
-                return None;
-            }
-            ts.ruby_ec_slot.set(ec_slot);
-        }
-        let ec = *ec_slot;
-        if ec.is_null() || (*rt.vm_ptr).is_null() || (rt.has_gvl)() == 0 {
-            return None;
-        }
-        Some((rt, ec))
+
+    #[inline(always)]
+    fn torn_down(&mut self) -> bool {
+        VM_TORN_DOWN.load(Ordering::Acquire)
     }
+
+    #[inline(always)]
+    fn has_ec(&mut self) -> bool {
+        let slot = ec_slot(self.ts);
+        if slot.is_null() {
+            return false;
+        }
+        // SAFETY: this thread's copy of libruby's TLS pointer variable.
+        self.ec = unsafe { *slot };
+        !self.ec.is_null()
+    }
+
+    #[inline(always)]
+    fn vm_up(&mut self) -> bool {
+        // SAFETY: `attached` found the runtime, which is never freed.
+        unsafe { !(*(*self.rt).vm_ptr).is_null() }
+    }
+
+    #[inline(always)]
+    fn has_gvl(&mut self) -> bool {
+        // SAFETY: Ruby's own predicate, callable from any thread once the
+        // VM is up.
+        unsafe { ((*self.rt).has_gvl)() != 0 }
+    }
+
+    #[inline(always)]
+    fn during_gc(&mut self) -> bool {
+        // SAFETY: asked only with the GVL held (see `charges_ruby_line`).
+        unsafe { (*self.rt).during_gc.is_some_and(|f| f() != 0) }
+    }
+}
+
+/// The execution context of the fiber running on this thread, or 0
+/// without Ruby: a key for per-fiber state, never dereferenced. Reading
+/// our own thread's `ruby_current_ec` touches no Ruby object.
+pub fn current_ec(ts: &ThreadData) -> usize {
+    if RUNTIME.load(Ordering::Acquire).is_null() {
+        return 0;
+    }
+    let slot = ec_slot(ts);
+    if slot.is_null() {
+        return 0;
+    }
+    // SAFETY: `slot` is this thread's copy of a TLS pointer variable.
+    unsafe { *slot as usize }
+}
+
+/// This thread's `&ruby_current_ec`, looked up once per thread.
+fn ec_slot(ts: &ThreadData) -> *const *const c_void {
+    let mut slot = ts.ruby_ec_slot.get();
+    if slot.is_null() {
+        // SAFETY: dlsym of a TLS symbol returns the calling thread's copy.
+        slot = unsafe { sym(c"ruby_current_ec") } as *const *const c_void;
+        ts.ruby_ec_slot.set(slot);
+    }
+    slot
 }
 
 /// The current GC generation, when this thread may ask Ruby (also during GC).
-pub fn generation_with_gvl(ts: &ThreadState) -> Option<u64> {
-    let (rt, _) = with_gvl(ts)?;
-    // SAFETY: with_gvl checked that Ruby may be called.
-    Some(unsafe { (rt.gc_count)() } as u64)
+pub fn generation_with_gvl(ts: &ThreadData) -> Option<u64> {
+    let mut live = LiveRuby {
+        ts,
+        rt: core::ptr::null(),
+        ec: core::ptr::null(),
+    };
+    if !may_call_ruby(&mut live) {
+        return None;
+    }
+    // SAFETY: may_call_ruby checked that Ruby may be called.
+    Some(unsafe { ((*live.rt).gc_count)() } as u64)
 }
 
 /// The Ruby frame running on this thread, when it is safe to ask.
-#[inline]
-pub fn current_frame(ts: &ThreadState) -> Option<RubyFrame> {
-    let (rt, ec) = with_gvl(ts)?;
-    // SAFETY: with_gvl checked that Ruby may be called; the frame layout
-    // is only read when `known_frame_layout` accepted this Ruby.
+#[inline(always)]
+pub fn current_frame(ts: &ThreadData) -> Option<RubyFrame> {
+    let mut live = LiveRuby {
+        ts,
+        rt: core::ptr::null(),
+        ec: core::ptr::null(),
+    };
+    if !charges_ruby_line(&mut live) {
+        return None;
+    }
+    let ec = live.ec;
+    // SAFETY: charges_ruby_line checked that Ruby may be called and no GC
+    // runs; the frame layout is only read when `known_frame_layout`
+    // accepted this Ruby.
     unsafe {
-        if let Some(during_gc) = rt.during_gc {
-            if during_gc() != 0 {
-                return None;
-            }
-        }
+        let rt = &*live.rt;
         let generation = (rt.gc_count)() as u64;
         if let Some((next_cfp, iseq_path)) = rt.next_cfp {
             let top = *((ec as *const u8).add(EC_CFP_OFFSET) as *const *const c_void);
@@ -243,23 +360,106 @@ pub fn current_frame(ts: &ThreadState) -> Option<RubyFrame> {
 /// # Safety
 /// Only after the checks of `current_frame` passed on this thread.
 unsafe fn source_location(rt: &RubyRuntime) -> Option<(*const c_char, u32)> {
-    let (file, line) = match rt.source_location {
-        Some(f) => {
-            let mut line: c_int = 0;
-            let file = f(&mut line);
-            (file, line)
-        }
-        None => {
-            let file = (rt.source_file)();
-            (
-                file,
-                if file.is_null() {
-                    0
-                } else {
-                    (rt.source_line)()
-                },
-            )
+    // SAFETY: per this function's contract, Ruby may be asked.
+    let (file, line) = unsafe {
+        match rt.source_location {
+            Some(f) => {
+                let mut line: c_int = 0;
+                let file = f(&mut line);
+                (file, line)
+            }
+            None => {
+                let file = (rt.source_file)();
+                (
+                    file,
+                    if file.is_null() {
+                        0
+                    } else {
+                        (rt.source_line)()
+                    },
+                )
+            }
         }
     };
     (!file.is_null()).then_some((file, line.max(0) as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Canned answers; records which questions were asked.
+    struct Facts {
+        answers: [bool; 6],
+        asked: Vec<&'static str>,
+    }
+
+    impl Facts {
+        fn ask(&mut self, i: usize, name: &'static str) -> bool {
+            self.asked.push(name);
+            self.answers[i]
+        }
+    }
+
+    impl RubyState for Facts {
+        fn attached(&mut self) -> bool {
+            self.ask(0, "attached")
+        }
+        fn torn_down(&mut self) -> bool {
+            self.ask(1, "torn_down")
+        }
+        fn has_ec(&mut self) -> bool {
+            self.ask(2, "has_ec")
+        }
+        fn vm_up(&mut self) -> bool {
+            self.ask(3, "vm_up")
+        }
+        fn has_gvl(&mut self) -> bool {
+            self.ask(4, "has_gvl")
+        }
+        fn during_gc(&mut self) -> bool {
+            self.ask(5, "during_gc")
+        }
+    }
+
+    #[test]
+    fn the_decision_table() {
+        const T: bool = true;
+        const F: bool = false;
+        // attached, torn_down, has_ec, vm_up, has_gvl, during_gc -> Ruby line?, last question asked
+        let table: &[([bool; 6], bool, &str)] = &[
+            ([F, F, T, T, T, F], false, "attached"), // not a Ruby process
+            ([T, T, T, T, T, F], false, "torn_down"), // the VM is being destroyed
+            ([T, F, F, T, T, F], false, "has_ec"), // a thread without an EC (ruby_setup, a native thread)
+            ([T, F, T, F, T, F], false, "vm_up"),  // no VM yet
+            ([T, F, T, T, F, F], false, "has_gvl"), // the thread released the GVL
+            ([T, F, T, T, T, T], false, "during_gc"), // a GC runs
+            ([T, F, T, T, T, F], true, "during_gc"), // the Ruby line
+        ];
+        for (answers, ruby_line, last) in table {
+            let mut f = Facts {
+                answers: *answers,
+                asked: Vec::new(),
+            };
+            assert_eq!(charges_ruby_line(&mut f), *ruby_line, "{answers:?}");
+            assert_eq!(f.asked.last(), Some(last), "{answers:?}");
+            // Nothing is asked after the first answer that stops it.
+            let order = [
+                "attached",
+                "torn_down",
+                "has_ec",
+                "vm_up",
+                "has_gvl",
+                "during_gc",
+            ];
+            assert_eq!(f.asked, order[..f.asked.len()], "{answers:?}");
+        }
+        // Heap pages need Ruby callable, whatever the GC does.
+        let mut f = Facts {
+            answers: [T, F, T, T, T, T],
+            asked: Vec::new(),
+        };
+        assert!(may_call_ruby(&mut f));
+        assert!(!f.asked.contains(&"during_gc"));
+    }
 }

@@ -1,122 +1,151 @@
 //! Charges allocations to locations. Knows nothing of hooking: the hooks
-//! hand it headers, it decides where they belong and records them in the
-//! one [`SiteTable`] of the process.
+//! hand it headers; it decides where they belong and records them in the
+//! site table, through the live set's seam (`state::Live`).
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use mwrap_core::abi::UNTRACKED_SITE;
+use mwrap_core::sites::FreeOutcome;
+use mwrap_core::LiveAllocation;
 
-use mwrap_core::heap::HeapPageTable;
-use mwrap_core::{KeyRef, LiveAllocation, SiteTable};
-
-use crate::{exit_dump, fork, ruby, thread_state};
-
-/// Every location of this process.
-pub static TABLE: SiteTable = SiteTable::new();
-
-/// Ruby's live heap pages.
-pub static HEAP: HeapPageTable = HeapPageTable::new();
-
-/// The newest GC generation seen by any thread holding the GVL. Frees and
-/// native allocations use it instead of asking Ruby (which needs the GVL).
-static LAST_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-const NOT_STARTED: u8 = 0;
-const STARTING: u8 = 1;
-const STARTED: u8 = 2;
-static START: AtomicU8 = AtomicU8::new(NOT_STARTED);
-
-pub fn current_generation() -> u64 {
-    LAST_GENERATION.load(Ordering::Relaxed)
-}
-
-/// One-time start of the profiler, on the first tracked allocation: read
-/// `MWRAP`, look for Ruby, register fork handlers. Runs with the recursion
-/// guard held, so whatever it allocates is untracked.
-#[cold]
-fn start() {
-    if START
-        .compare_exchange(NOT_STARTED, STARTING, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return;
-    }
-    exit_dump::configure_from_env();
-    ruby::attach();
-    fork::register();
-    START.store(STARTED, Ordering::Release);
-}
+use crate::per_thread::{self, lock_cx, Record};
+use crate::state::{current_generation, started, HEAP, SITES};
+use crate::thread_data::{ThreadData, BUSY, DEFERRED, QUIET, READY};
+use crate::{init, locate, real, ruby};
 
 /// Charges a new block to the location running on this thread: the Ruby
 /// line when it is safe to ask Ruby, else `caller` (a return address).
-/// Quiet threads and nested allocations leave the header untracked.
+/// Quiet fibers and nested allocations leave the header untracked.
 ///
 /// # Safety
 /// `hdr` was just initialised with [`LiveAllocation::init`].
-#[inline]
+#[inline(always)]
 pub unsafe fn charge(hdr: *mut LiveAllocation, caller: usize) {
-    thread_state::guarded(|ts| {
-        if ts.quiet.get() > 0 {
-            return;
-        }
-        if START.load(Ordering::Acquire) != STARTED {
-            start();
-        }
-        let (site, generation) = locate(ts, caller);
-        TABLE.record_alloc(site, ts.shard(), hdr, generation);
-    });
+    let Some(record) = per_thread::current() else {
+        return;
+    };
+    let data = per_thread::data(record);
+    if data.state.get() != READY {
+        // SAFETY: per this function's contract.
+        unsafe { charge_slow(record, data, hdr, caller) };
+        return;
+    }
+    data.state.set(READY | BUSY);
+    // SAFETY: per this function's contract.
+    unsafe { charge_to_location(record, data, hdr, caller) };
+    let state = data.state.get();
+    data.state.set(state & !BUSY);
+    if state & DEFERRED != 0 {
+        drain_deferred(record, data);
+    }
 }
 
-/// Counts the free of a block (if it is tracked) and unlinks it. Returns
-/// false when the block must stay allocated: a tracked block freed by the
-/// forking thread inside another fork handler, while this thread holds the
-/// table's locks (leaking it is the only safe choice).
+/// `charge` on a thread that is not simply ready: before start-up, inside
+/// the profiler, quiet, or with frees deferred.
+///
+/// # Safety
+/// As for [`charge`].
+#[cold]
+#[inline(never)]
+unsafe fn charge_slow(
+    record: &'static Record,
+    data: &ThreadData,
+    hdr: *mut LiveAllocation,
+    caller: usize,
+) {
+    if !data.enter_busy() {
+        return;
+    }
+    if data.state.get() & READY == 0 {
+        if !started() {
+            init::start();
+        }
+        data.state.set(data.state.get() | READY);
+    }
+    if data.state.get() & QUIET == 0 || !data.is_quiet(ruby::current_ec(data)) {
+        // SAFETY: per this function's contract.
+        unsafe { charge_to_location(record, data, hdr, caller) };
+    }
+    data.leave_busy();
+    if data.state.get() & DEFERRED != 0 {
+        drain_deferred(record, data);
+    }
+}
+
+/// Finds the block's location and records it; on failure (a signal
+/// handler inside the table) the header simply stays untracked.
+///
+/// # Safety
+/// As for [`charge`].
+#[inline(always)]
+unsafe fn charge_to_location(
+    record: &'static Record,
+    data: &ThreadData,
+    hdr: *mut LiveAllocation,
+    caller: usize,
+) {
+    let (site, generation) = locate::locate(record, data, caller);
+    // SAFETY: per this function's contract.
+    unsafe { SITES.record_alloc(&lock_cx(record), site, data.shard(), hdr, generation) };
+}
+
+/// Counts the free of a block (if it is tracked) and takes it out of its
+/// site's live set. Returns whether the caller may give the block back to
+/// the real allocator now. False when a signal handler frees a tracked
+/// block while this thread holds a table lock: the block is kept and freed
+/// by this thread's next tracked allocation (or, with no room to keep it,
+/// stays allocated).
 ///
 /// # Safety
 /// `hdr` is the header of a live block handed out by the preload.
-#[inline]
+#[inline(always)]
 #[must_use]
 pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
-    if fork::must_not_touch_tables() && (*hdr).site() != mwrap_core::abi::UNTRACKED_SITE {
-        return false;
+    // SAFETY: per this function's contract.
+    if unsafe { (*hdr).site() } == UNTRACKED_SITE {
+        return true;
     }
-    TABLE.record_free(hdr, current_generation());
-    true
+    let Some(record) = per_thread::current() else {
+        return false; // no record to lock with: the block stays allocated
+    };
+    // SAFETY: per this function's contract.
+    match unsafe { SITES.record_free(&lock_cx(record), hdr, current_generation()) } {
+        // Frees a handler deferred are done by this thread's next charge.
+        FreeOutcome::Counted | FreeOutcome::Untracked => true,
+        FreeOutcome::Deferred => {
+            per_thread::data(record).defer_free(hdr);
+            false
+        }
+    }
 }
 
-#[inline]
-fn locate(ts: &thread_state::ThreadState, caller: usize) -> (u32, u64) {
-    if let Some(frame) = ruby::current_frame(ts) {
-        let generation = frame.generation;
-        if LAST_GENERATION.load(Ordering::Relaxed) != generation {
-            LAST_GENERATION.store(generation, Ordering::Relaxed);
-        }
-        if let Some(site) = ts.cached_ruby_site(frame.key, generation) {
-            return (site, generation);
-        }
-        if let Some((file, line)) = frame.location() {
-            // SAFETY: Ruby returned a NUL-terminated file name.
-            let file = unsafe { core::ffi::CStr::from_ptr(file) }.to_bytes();
-            let site = TABLE.intern(KeyRef::Ruby { file, line });
-            ts.cache_ruby_site(frame.key, generation, site);
-            return (site, generation);
+/// Frees the blocks a signal handler deferred, now that this thread holds
+/// no table lock.
+#[cold]
+#[inline(never)]
+fn drain_deferred(record: &'static Record, data: &ThreadData) {
+    if record.slot.holds_a_lock() {
+        return; // still inside the interrupted frame
+    }
+    while let Some(hdr) = data.pop_deferred() {
+        // SAFETY: deferred blocks are live, tracked blocks of ours that
+        // the program has freed.
+        match unsafe { SITES.record_free(&lock_cx(record), hdr, current_generation()) } {
+            FreeOutcome::Deferred => {
+                data.defer_free(hdr);
+                return;
+            }
+            // SAFETY: the block is out of every table and the program is
+            // done with it.
+            _ => unsafe { real::free_block(hdr) },
         }
     }
-    let site = match ts.cached_native_site(caller) {
-        Some(site) => site,
-        None => {
-            let site = TABLE.intern(KeyRef::Native { address: caller });
-            ts.cache_native_site(caller, site);
-            site
-        }
-    };
-    (site, current_generation())
 }
 
 /// A fresh mapping that may hold a Ruby heap page: recorded when the
 /// thread that made it holds the GVL (Ruby's GC maps pages under it).
 pub fn heap_mapping(start: usize, len: usize) {
-    thread_state::guarded(|ts| {
-        if let Some(generation) = ruby::generation_with_gvl(ts) {
-            HEAP.record_mapping(start, len, generation);
+    per_thread::busy(|record, data| {
+        if let Some(generation) = ruby::generation_with_gvl(data) {
+            HEAP.record_mapping(&lock_cx(record), start, len, generation);
         }
     });
 }
@@ -128,10 +157,11 @@ pub fn heap_unmapped(start: usize, len: usize) {
     if ruby::vm_torn_down() {
         return;
     }
-    thread_state::guarded(|ts| {
-        if HEAP.may_hold_page(start, len) {
-            let generation = ruby::generation_with_gvl(ts).unwrap_or_else(current_generation);
-            HEAP.record_unmap(start, len, generation);
+    per_thread::busy(|record: &'static Record, data| {
+        let cx = lock_cx(record);
+        if HEAP.may_hold_page(&cx, start, len) {
+            let generation = ruby::generation_with_gvl(data).unwrap_or_else(current_generation);
+            HEAP.record_unmap(&cx, start, len, generation);
         }
     });
 }

@@ -23,6 +23,15 @@ pub fn mwrap_exception(ruby: &Ruby, name: &str) -> Result<ExceptionClass, Error>
     })
 }
 
+/// The NoMemoryError raised when a copy out of the preload could not get
+/// memory (the process is out of it), naming what was being copied.
+pub fn no_memory(ruby: &Ruby, what: &str) -> Error {
+    Error::new(
+        ruby.exception_no_mem_error(),
+        format!("{what}: no memory to copy mwrap's tables"),
+    )
+}
+
 /// `"VALUE (Class)"`, as messages name a bad value.
 pub fn describe(value: Value) -> String {
     format!("{} ({})", value.inspect(), class_name(value))

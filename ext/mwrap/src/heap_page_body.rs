@@ -7,9 +7,9 @@
 //! of one sample is `0.0`). Without the preload every span is empty.
 
 use magnus::{function, method, prelude::*, rb_sys::AsRawValue, Error, RClass, RHash, Ruby, Value};
-use mwrap_core::abi::{HeapPageStats, SpanStats};
+use mwrap_abi::{HeapPageStats, SpanStats};
 
-use crate::args::type_error;
+use crate::args::{no_memory, type_error};
 use crate::preload;
 
 pub fn init(ruby: &Ruby) -> Result<(), Error> {
@@ -32,7 +32,12 @@ fn each(ruby: &Ruby, rb_self: RClass) -> Result<Value, Error> {
     if !ruby.block_given() {
         return Ok(rb_self.enumeratorize("each", ()).as_value());
     }
-    let pages = preload::get().map(|p| p.heap_pages()).unwrap_or_default();
+    let pages = match preload::get() {
+        Some(p) => p
+            .heap_pages()
+            .map_err(|_| no_memory(ruby, "Mwrap::HeapPageBody.each"))?,
+        None => Vec::new(),
+    };
     for page in &pages {
         let _: Value = ruby.yield_values((page.address, page.generation))?;
     }

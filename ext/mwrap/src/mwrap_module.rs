@@ -11,17 +11,13 @@ use magnus::{
     function, method, prelude::*, rb_sys::FromRawValue, scan_args::scan_args, Error, RHash,
     RString, Ruby, Value,
 };
-use mwrap_core::abi::ABI_VERSION;
-use mwrap_core::format::{dump_line, ByteWriter};
+use mwrap_abi::{SiteFilter, ABI_VERSION};
 
-use crate::args::{byte_count, class_name};
+use crate::args::{byte_count, class_name, no_memory};
 use crate::preload::{self, Site};
 
-/// `io.write` is called once this much output is buffered.
+/// `io.write` is called with at most this much output at a time.
 const WRITE_CHUNK: usize = 64 * 1024;
-/// Room for everything but the location in one dump line: two u64 counters
-/// (at most 20 digits each), two spaces and the newline.
-const LINE_OVERHEAD: usize = 20 + 1 + 20 + 1 + 1;
 
 pub fn init(ruby: &Ruby) -> Result<(), Error> {
     let module = ruby.define_module("Mwrap")?;
@@ -66,23 +62,22 @@ fn dump(ruby: &Ruby, args: &[Value]) -> Result<(), Error> {
     let Some(preload) = preload::get() else {
         return Ok(());
     };
-    let sites = preload.sites(min);
-
-    let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
-    let mut line: Vec<u8> = Vec::new();
-    for Site { snapshot, name } in &sites {
-        line.clear();
-        line.resize(name.len() + LINE_OVERHEAD, 0);
-        let mut writer = ByteWriter::new(&mut line);
-        dump_line(&mut writer, snapshot.total, snapshot.allocations, name);
-        out.extend_from_slice(writer.as_bytes());
-        if out.len() >= WRITE_CHUNK {
-            write_io(ruby, io, &out)?;
-            out.clear();
+    // Rendered by the preload (the same renderer as the exit dump), then
+    // written in pieces of whole lines.
+    let text = preload
+        .render_text(min)
+        .map_err(|_| no_memory(ruby, "Mwrap.dump"))?;
+    let mut rest = &text[..];
+    while !rest.is_empty() {
+        let mut end = rest.len().min(WRITE_CHUNK);
+        if end < rest.len() {
+            end = rest[..end]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(end, |nl| nl + 1);
         }
-    }
-    if !out.is_empty() {
-        write_io(ruby, io, &out)?;
+        write_io(ruby, io, &rest[..end])?;
+        rest = &rest[end..];
     }
     Ok(())
 }
@@ -104,7 +99,10 @@ fn each(ruby: &Ruby, rb_self: Value, args: &[Value]) -> Result<Value, Error> {
     let Some(preload) = preload::get() else {
         return Ok(ruby.qnil().as_value());
     };
-    for Site { snapshot, name } in preload.sites(min) {
+    let sites = preload
+        .sites_above(min)
+        .map_err(|_| no_memory(ruby, "Mwrap.each"))?;
+    for Site { snapshot, name } in sites {
         let location = location_string(ruby, &name);
         let _: Value = ruby.yield_values((
             location,
@@ -130,8 +128,17 @@ fn live_snapshot(ruby: &Ruby, args: &[Value]) -> Result<RHash, Error> {
     let Some(preload) = preload::get() else {
         return Ok(hash);
     };
-    // live_bytes <= total, so the preload's `total > min` filter loses nothing.
-    for Site { snapshot, name } in preload.sites_where(min, |s| s.live_bytes > min) {
+    // live_bytes <= total, so also asking `total > min` loses nothing.
+    let filter = SiteFilter {
+        min_total: min,
+        min_live_bytes: min,
+        use_min_live: 1,
+        _reserved: 0,
+    };
+    let sites = preload
+        .sites(filter)
+        .map_err(|_| no_memory(ruby, "Mwrap.live_snapshot"))?;
+    for Site { snapshot, name } in sites {
         let row = ruby.ary_new_capa(5);
         row.push(snapshot.live_bytes)?;
         row.push(snapshot.live_count)?;
@@ -144,11 +151,11 @@ fn live_snapshot(ruby: &Ruby, args: &[Value]) -> Result<RHash, Error> {
 }
 
 fn total_bytes_allocated() -> u64 {
-    preload::get().map_or(0, |p| p.total_bytes_allocated())
+    preload::get().map_or(0, |p| p.totals().allocated)
 }
 
 fn total_bytes_freed() -> u64 {
-    preload::get().map_or(0, |p| p.total_bytes_freed())
+    preload::get().map_or(0, |p| p.totals().freed)
 }
 
 /// `Mwrap.clear` / `Mwrap.reset`: zero every counter.

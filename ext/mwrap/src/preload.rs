@@ -7,16 +7,18 @@
 //! naming both versions goes to stderr once and the extension behaves as if
 //! the preload were absent.
 //!
-//! The API's sinks only copy into Rust vectors; no Ruby object is created and
-//! no Ruby code runs while the preload is calling back into us.
+//! The API's sinks only copy into Rust vectors (growing them fallibly); no
+//! Ruby object is created and no Ruby code runs while the preload is
+//! calling back into us.
 
 use core::ffi::c_void;
 use std::mem::size_of;
 use std::sync::OnceLock;
 
-use mwrap_core::abi::{
-    HeapPageInfo, HeapPageStats, LiveAllocationInfo, PreloadApi, SiteSnapshot, ABI_VERSION,
-    PRELOAD_API_SYMBOL, UNTRACKED_SITE,
+use mwrap_abi::{
+    HeapPageInfo, HeapPageStats, LiveAllocationInfo, PreloadApi, SiteFilter, SiteRow, SiteSnapshot,
+    Totals, ABI_VERSION, PRELOAD_API_SYMBOL, RENDER_TEXT, STATUS_NO_MEMORY, STATUS_OK,
+    UNTRACKED_SITE,
 };
 
 /// Signature of the exported `mwrap_preload_api` function.
@@ -35,6 +37,10 @@ enum Unusable {
     Absent,
     Mismatch { version: u32, struct_size: u32 },
 }
+
+/// The preload (or this extension) could not get memory for a copy.
+#[derive(Debug, Clone, Copy)]
+pub struct NoMemory;
 
 /// The preload, when this process runs under a compatible one. Looked up
 /// once; the version-mismatch warning is therefore printed at most once.
@@ -63,6 +69,8 @@ fn locate() -> Result<Preload, Unusable> {
     // global scope, which holds every LD_PRELOAD object.
     let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, PRELOAD_API_SYMBOL.as_ptr().cast()) };
     if sym.is_null() {
+        // SAFETY: dlerror has no preconditions; it clears the miss.
+        unsafe { libc::dlerror() };
         return Err(Unusable::Absent);
     }
     // SAFETY: the ABI documents the symbol as `extern "C" fn() -> *const PreloadApi`.
@@ -95,7 +103,7 @@ pub struct Site {
     pub name: Vec<u8>,
 }
 
-/// Keeps the calling thread quiet (its allocations untracked) while alive.
+/// Keeps the calling fiber quiet (its allocations untracked) while alive.
 pub struct QuietGuard {
     api: &'static PreloadApi,
 }
@@ -115,68 +123,114 @@ impl Drop for QuietGuard {
     }
 }
 
-/// Appends a batch of `T` handed over by the preload to the `Vec<T>` at `ctx`.
+/// Where a sink copies to, and whether a copy ran out of memory.
+struct Collect<T> {
+    items: Vec<T>,
+    no_memory: bool,
+}
+
+impl<T> Collect<T> {
+    fn new() -> Self {
+        Collect {
+            items: Vec::new(),
+            no_memory: false,
+        }
+    }
+
+    fn ctx(&mut self) -> *mut c_void {
+        (self as *mut Self).cast()
+    }
+
+    fn finish(self, status: i32) -> Result<Vec<T>, NoMemory> {
+        if self.no_memory || status == STATUS_NO_MEMORY {
+            Err(NoMemory)
+        } else {
+            Ok(self.items)
+        }
+    }
+}
+
+/// Appends a batch of `T` handed over by the preload to the `Collect<T>`
+/// at `ctx`.
 ///
 /// # Safety
-/// `ctx` must be a `&mut Vec<T>` and `items` must point at `n` valid `T`s
-/// (or be null with any `n`) for the duration of the call.
-unsafe extern "C" fn vec_sink<T: Copy>(ctx: *mut c_void, items: *const T, n: usize) {
+/// `ctx` must be a `&mut Collect<T>` and `items` must point at `n` valid
+/// `T`s (or be null with any `n`) for the duration of the call.
+unsafe extern "C" fn collect_sink<T: Copy>(ctx: *mut c_void, items: *const T, n: usize) {
     if items.is_null() || n == 0 {
         return;
     }
     // SAFETY: see the function's contract.
-    let out = unsafe { &mut *ctx.cast::<Vec<T>>() };
-    out.extend_from_slice(unsafe { std::slice::from_raw_parts(items, n) });
+    let out = unsafe { &mut *ctx.cast::<Collect<T>>() };
+    if out.items.try_reserve(n).is_err() {
+        out.no_memory = true;
+        return;
+    }
+    // SAFETY: see the function's contract.
+    out.items
+        .extend_from_slice(unsafe { std::slice::from_raw_parts(items, n) });
 }
 
-fn vec_ctx<T>(v: &mut Vec<T>) -> *mut c_void {
-    (v as *mut Vec<T>).cast()
+/// Copies site rows (counters and names) into a `Collect<Site>`.
+///
+/// # Safety
+/// As for [`collect_sink`], with `Collect<Site>` and `SiteRow`s whose
+/// names point at `name_len` readable bytes.
+unsafe extern "C" fn site_sink(ctx: *mut c_void, rows: *const SiteRow, n: usize) {
+    if rows.is_null() || n == 0 {
+        return;
+    }
+    // SAFETY: see the function's contract.
+    let out = unsafe { &mut *ctx.cast::<Collect<Site>>() };
+    // SAFETY: see the function's contract.
+    let rows = unsafe { std::slice::from_raw_parts(rows, n) };
+    if out.items.try_reserve(n).is_err() {
+        out.no_memory = true;
+        return;
+    }
+    for row in rows {
+        let mut name = Vec::new();
+        if name.try_reserve(row.name_len).is_err() {
+            out.no_memory = true;
+            return;
+        }
+        if !row.name.is_null() {
+            // SAFETY: see the function's contract.
+            name.extend_from_slice(unsafe { std::slice::from_raw_parts(row.name, row.name_len) });
+        }
+        out.items.push(Site {
+            snapshot: row.snapshot,
+            name,
+        });
+    }
 }
 
 impl Preload {
-    /// Every location whose total is strictly above `min`, with its name,
-    /// sorted by total descending (then by name, for a stable order).
-    /// Locations whose name the preload no longer knows are skipped.
-    pub fn sites(self, min: u64) -> Vec<Site> {
-        self.sites_where(min, |_| true)
+    /// Every location `filter` selects, with its name, largest total first
+    /// and ties by name, as the preload orders them.
+    pub fn sites(self, filter: SiteFilter) -> Result<Vec<Site>, NoMemory> {
+        let _quiet = self.quiet();
+        let mut out = Collect::new();
+        // SAFETY: the sink matches `SiteRowSink` and ctx points at `out`.
+        let status = unsafe { (self.api.sites)(&filter, site_sink, out.ctx()) };
+        out.finish(status)
     }
 
-    /// Like [`Preload::sites`], keeping only the snapshots `keep` accepts
-    /// (names are only fetched for those). One `snapshot_sites` call.
-    pub fn sites_where(self, min: u64, keep: impl Fn(&SiteSnapshot) -> bool) -> Vec<Site> {
-        let api = self.api;
-        let mut sites = {
-            let _quiet = QuietGuard::enter(api);
-            let mut snapshots: Vec<SiteSnapshot> = Vec::new();
-            // SAFETY: the sink matches `SnapshotSink` and ctx points at `snapshots`.
-            unsafe { (api.snapshot_sites)(min, vec_sink::<SiteSnapshot>, vec_ctx(&mut snapshots)) };
-            let mut sites = Vec::with_capacity(snapshots.len());
-            for snapshot in snapshots {
-                if snapshot.total <= min || !keep(&snapshot) {
-                    continue;
-                }
-                if let Some(name) = self.name_unquiet(snapshot.id) {
-                    sites.push(Site { snapshot, name });
-                }
-            }
-            sites
-        };
-        sites.sort_unstable_by(|a, b| {
-            b.snapshot
-                .total
-                .cmp(&a.snapshot.total)
-                .then_with(|| a.name.cmp(&b.name))
-        });
-        sites
+    /// Locations whose total is strictly above `min`.
+    pub fn sites_above(self, min: u64) -> Result<Vec<Site>, NoMemory> {
+        self.sites(SiteFilter {
+            min_total: min,
+            ..Default::default()
+        })
     }
 
-    /// Enters a quiet section on this thread until the guard is dropped.
+    /// Enters a quiet section on this fiber until the guard is dropped.
     pub fn quiet(self) -> QuietGuard {
         QuietGuard::enter(self.api)
     }
 
-    /// Enters a quiet section on this thread (see `Mwrap.quiet`); the
-    /// caller must balance it with [`Preload::quiet_exit`].
+    /// Enters a quiet section on this fiber (see `Mwrap.quiet`); the
+    /// caller must balance it with [`Preload::quiet_exit`]. The new depth.
     pub fn quiet_enter(self) -> u32 {
         // SAFETY: plain call into the validated table.
         unsafe { (self.api.quiet_enter)() }
@@ -187,12 +241,22 @@ impl Preload {
         unsafe { (self.api.quiet_exit)() }
     }
 
-    /// The id of the location printed as `name`; None when never seen.
+    /// The id of the location a user-given String names; None when it
+    /// names none.
     pub fn lookup(self, name: &[u8]) -> Option<u32> {
         let _quiet = self.quiet();
         // SAFETY: `name` is valid for `name.len()` bytes during the call.
         let id = unsafe { (self.api.site_lookup)(name.as_ptr(), name.len()) };
         (id != UNTRACKED_SITE).then_some(id)
+    }
+
+    /// Location `id` with its printed name; None when unknown.
+    pub fn site(self, id: u32) -> Result<Option<Site>, NoMemory> {
+        let _quiet = self.quiet();
+        let mut out = Collect::new();
+        // SAFETY: the sink matches `SiteRowSink` and ctx points at `out`.
+        let status = unsafe { (self.api.site)(id, site_sink, out.ctx()) };
+        Ok(out.finish(status)?.pop())
     }
 
     /// The counters of location `id`; None when the preload does not know it.
@@ -203,37 +267,35 @@ impl Preload {
         known.then_some(out)
     }
 
-    /// The printable name of location `id`.
-    pub fn name(self, id: u32) -> Option<Vec<u8>> {
+    /// A copy of the allocations from location `id` that are still live
+    /// (empty when the id is unknown).
+    pub fn live(self, id: u32) -> Result<Vec<LiveAllocationInfo>, NoMemory> {
         let _quiet = self.quiet();
-        self.name_unquiet(id)
+        let mut out = Collect::new();
+        // SAFETY: the sink matches `LiveSink` and ctx points at `out`.
+        let status =
+            unsafe { (self.api.site_live)(id, collect_sink::<LiveAllocationInfo>, out.ctx()) };
+        out.finish(status)
     }
 
-    fn name_unquiet(self, id: u32) -> Option<Vec<u8>> {
-        let mut name = Vec::new();
-        // SAFETY: the sink matches `BytesSink` and ctx points at `name`.
-        let known = unsafe { (self.api.site_name)(id, vec_sink::<u8>, vec_ctx(&mut name)) };
-        known.then_some(name)
-    }
-
-    /// A copy of the allocations from location `id` that are still live.
-    pub fn live(self, id: u32) -> Option<Vec<LiveAllocationInfo>> {
+    /// The dump text (mwrap 2.x's format) of every location above `min`.
+    pub fn render_text(self, min: u64) -> Result<Vec<u8>, NoMemory> {
         let _quiet = self.quiet();
-        let mut live: Vec<LiveAllocationInfo> = Vec::new();
-        // SAFETY: the sink matches `LiveSink` and ctx points at `live`.
-        let known =
-            unsafe { (self.api.site_live)(id, vec_sink::<LiveAllocationInfo>, vec_ctx(&mut live)) };
-        known.then_some(live)
+        let mut out = Collect::new();
+        // SAFETY: the sink matches `BytesSink` and ctx points at `out`.
+        let status = unsafe { (self.api.render)(RENDER_TEXT, min, collect_sink::<u8>, out.ctx()) };
+        out.finish(status)
     }
 
     /// A copy of every live Ruby heap page, by address.
-    pub fn heap_pages(self) -> Vec<HeapPageInfo> {
+    pub fn heap_pages(self) -> Result<Vec<HeapPageInfo>, NoMemory> {
         let _quiet = self.quiet();
-        let mut pages: Vec<HeapPageInfo> = Vec::new();
-        // SAFETY: the sink matches `HeapPageSink` and ctx points at `pages`.
-        unsafe { (self.api.heap_pages)(vec_sink::<HeapPageInfo>, vec_ctx(&mut pages)) };
+        let mut out = Collect::new();
+        // SAFETY: the sink matches `HeapPageSink` and ctx points at `out`.
+        let status = unsafe { (self.api.heap_pages)(collect_sink::<HeapPageInfo>, out.ctx()) };
+        let mut pages: Vec<HeapPageInfo> = out.finish(status)?;
         pages.sort_unstable_by_key(|p| p.address);
-        pages
+        Ok(pages)
     }
 
     pub fn heap_stats(self) -> HeapPageStats {
@@ -255,14 +317,12 @@ impl Preload {
         unsafe { (self.api.reset)() }
     }
 
-    pub fn total_bytes_allocated(self) -> u64 {
-        // SAFETY: plain call into the validated table.
-        unsafe { (self.api.total_bytes_allocated)() }
-    }
-
-    pub fn total_bytes_freed(self) -> u64 {
-        // SAFETY: plain call into the validated table.
-        unsafe { (self.api.total_bytes_freed)() }
+    pub fn totals(self) -> Totals {
+        let _quiet = self.quiet();
+        let mut out = Totals::default();
+        // SAFETY: `out` is a valid, writable Totals.
+        unsafe { (self.api.totals)(&mut out) };
+        out
     }
 
     pub fn current_generation(self) -> u64 {
@@ -277,3 +337,6 @@ impl Preload {
         unsafe { (self.api.attach_ruby)() }
     }
 }
+
+/// Statuses other than these two are the preload's business (unknown ids).
+const _: () = assert!(STATUS_OK == 0 && STATUS_NO_MEMORY != 0);

@@ -1,10 +1,12 @@
-//! `Mwrap.quiet { |depth| }`: nothing the calling thread allocates inside
+//! `Mwrap.quiet { |depth| }`: nothing the calling fiber allocates inside
 //! the block is recorded.
 //!
-//! The depth is counted here, per native thread (a Ruby thread is one
-//! native thread; its fibers share the count), so `quiet` yields 1, 2, …
-//! with or without the preload. Under the preload each level also enters
-//! the preload's own quiet section for the thread.
+//! Quiet sections belong to the fiber that entered them: a fiber that
+//! yields inside one (`Fiber.yield`, an `Enumerator#next`) leaves the rest
+//! of its thread recorded as usual, and is quiet again when resumed. Under
+//! the preload, the preload keeps the depth per fiber (by execution
+//! context) and returns it; without it, the depth is kept in fiber-local
+//! storage here, so `quiet` yields 1, 2, … either way.
 //!
 //! Unlike the rest of the extension this method is a raw C function around
 //! `rb_ensure`, as in mwrap 2.x: Ruby itself runs the "leave" half when the
@@ -14,16 +16,10 @@
 //! the quiet section ended.) No Rust value with a destructor lives in a
 //! frame Ruby may jump over.
 
-use std::cell::Cell;
-
 use magnus::{rb_sys::AsRawValue, Error, Ruby};
 use rb_sys::VALUE;
 
 use crate::preload;
-
-thread_local! {
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
-}
 
 pub fn init(ruby: &Ruby) -> Result<(), Error> {
     let module = ruby.define_module("Mwrap")?;
@@ -39,27 +35,50 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     Ok(())
 }
 
-/// Enters one level on this thread; returns the new depth.
-fn enter() -> u32 {
-    let depth = DEPTH
-        .try_with(|d| {
-            let depth = d.get().saturating_add(1);
-            d.set(depth);
-            depth
-        })
-        .unwrap_or(1);
-    if let Some(p) = preload::get() {
-        p.quiet_enter();
-    }
-    depth
+/// The fiber-local key of the depth without the preload.
+fn depth_key() -> rb_sys::ID {
+    // SAFETY: interning a C string literal, with the GVL.
+    unsafe { rb_sys::rb_intern(c"__mwrap_quiet_depth".as_ptr()) }
 }
 
-/// Leaves one level on this thread.
-fn leave() {
-    if let Some(p) = preload::get() {
-        p.quiet_exit();
+/// Adds `delta` to this fiber's depth without the preload; the new depth.
+/// Thread#[] storage is fiber-local.
+fn add_fiber_depth(delta: i64) -> u32 {
+    // SAFETY: with the GVL; rb_thread_local_aref/aset read and write the
+    // current fiber's storage.
+    unsafe {
+        let thread = rb_sys::rb_thread_current();
+        let key = depth_key();
+        let old = rb_sys::rb_thread_local_aref(thread, key);
+        let old = if old == rb_sys::Qnil as VALUE {
+            0
+        } else {
+            rb_sys::rb_num2long(old)
+        };
+        let new = (old + delta).max(0);
+        rb_sys::rb_thread_local_aset(thread, key, rb_sys::rb_int2inum(new as _));
+        new as u32
     }
-    let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
+}
+
+/// Enters one level on this fiber; returns the new depth.
+fn enter() -> u32 {
+    match preload::get() {
+        Some(p) => p.quiet_enter(),
+        None => add_fiber_depth(1),
+    }
+}
+
+/// Leaves one level on this fiber.
+fn leave() {
+    match preload::get() {
+        Some(p) => {
+            p.quiet_exit();
+        }
+        None => {
+            add_fiber_depth(-1);
+        }
+    }
 }
 
 /// `Mwrap.quiet { |depth| … }`: the block's value.

@@ -8,9 +8,9 @@
 use magnus::{
     function, method, prelude::*, rb_sys::AsRawValue, typed_data::Obj, Error, RString, Ruby, Value,
 };
-use mwrap_core::abi::SiteSnapshot;
+use mwrap_abi::SiteSnapshot;
 
-use crate::args::{mwrap_exception, string_arg};
+use crate::args::{mwrap_exception, no_memory, string_arg};
 use crate::mwrap_module::location_string;
 use crate::preload;
 
@@ -46,8 +46,9 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
 /// `Mwrap[location]`: the SourceLocation printed as `location`, or nil when
 /// no allocation was ever charged there (always nil without the preload).
 ///
-/// `location` is a String as `Mwrap.each`/`Mwrap.dump` print it:
-/// `"file.rb:LINE"`, a native name holding `[0xADDR]`, or a bare `0xADDR`.
+/// `location` is a String as `Mwrap.each`/`Mwrap.dump` print it (escaped)
+/// or raw: `"file.rb:LINE"` (looked up as a Ruby line first), a native
+/// name holding `[0xADDR]`, or a bare `0xADDR`.
 /// A non-String is a TypeError; an empty String or one holding a NUL byte
 /// is `Mwrap::InvalidLocation` (an ArgumentError).
 fn aref(ruby: &Ruby, location: Value) -> Result<Option<SourceLocation>, Error> {
@@ -71,7 +72,10 @@ fn aref(ruby: &Ruby, location: Value) -> Result<Option<SourceLocation>, Error> {
     let Some(id) = preload.lookup(&bytes) else {
         return Ok(None);
     };
-    let name = preload.name(id).unwrap_or(bytes);
+    let name = match preload.site(id).map_err(|_| no_memory(ruby, "Mwrap[]"))? {
+        Some(site) => site.name,
+        None => bytes,
+    };
     Ok(Some(SourceLocation {
         id,
         name: name.into_boxed_slice(),
@@ -134,9 +138,12 @@ impl SourceLocation {
         if !ruby.block_given() {
             return Ok(rb_self.enumeratorize("each", ()).as_value());
         }
-        let live = preload::get()
-            .and_then(|p| p.live(rb_self.id))
-            .unwrap_or_default();
+        let live = match preload::get() {
+            Some(p) => p
+                .live(rb_self.id)
+                .map_err(|_| no_memory(ruby, "Mwrap::SourceLocation#each"))?,
+            None => Vec::new(),
+        };
         for allocation in live {
             let _: Value = ruby.yield_values((allocation.size, allocation.generation))?;
         }

@@ -1,0 +1,261 @@
+//! `MWRAP`, parsed once at start-up, and the dump's destinations set up
+//! then: a descriptor named by `dump_fd` is copied to a private, high,
+//! close-on-exec descriptor, so that the dump reaches the file the program
+//! had open as that number at start-up, even if the program closes or
+//! reuses the number before it exits. Bad entries are reported in one
+//! stderr line and otherwise ignored.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use mwrap_core::errno;
+use mwrap_core::options::{self, Options};
+
+use crate::diag::{strerror, write_stderr};
+
+/// A descriptor the program had open at start-up, kept by a private copy.
+#[derive(Clone, Copy, Debug)]
+pub struct SavedFd {
+    /// Our copy.
+    pub fd: i32,
+    /// The number the program knows it by.
+    pub named: i32,
+    /// What it refers to (`st_dev`, `st_ino`), to notice a takeover.
+    dev: u64,
+    ino: u64,
+}
+
+impl SavedFd {
+    /// Copies `named` to a high descriptor of our own.
+    pub fn save(named: i32) -> Result<SavedFd, i32> {
+        let (dev, ino) = identity(named)?;
+        let fd = errno::preserved(|| dup_high(named))?;
+        Ok(SavedFd {
+            fd,
+            named,
+            dev,
+            ino,
+        })
+    }
+
+    /// A descriptor that still refers to the file saved at start-up: our
+    /// copy, else the original number; None when both were closed or now
+    /// refer to something else (writing there would splice the dump into
+    /// another file).
+    pub fn usable(&self) -> Option<i32> {
+        [self.fd, self.named]
+            .into_iter()
+            .find(|&fd| identity(fd) == Ok((self.dev, self.ino)))
+    }
+
+    /// The file it refers to (`st_dev`, `st_ino`).
+    pub fn file(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+}
+
+/// `(st_dev, st_ino)` of an open descriptor, or the errno of `fstat`.
+pub fn identity(fd: i32) -> Result<(u64, u64), i32> {
+    errno::preserved(|| {
+        // SAFETY: fstat fills a plain struct.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(errno::get());
+        }
+        Ok((st.st_dev, st.st_ino))
+    })
+}
+
+/// A close-on-exec copy of `fd` numbered high, out of the way of the low
+/// numbers programs expect to get from `open`.
+fn dup_high(fd: i32) -> Result<i32, i32> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a plain struct.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as i32
+    } else {
+        1024
+    };
+    let floor = if soft > 128 { soft - 64 } else { soft / 2 };
+    for min in [floor, 3] {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor of this process.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+        if copy >= 0 {
+            return Ok(copy);
+        }
+    }
+    Err(errno::get())
+}
+
+/// The profiler's configuration.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub options: Options,
+    /// `dump_fd`'s descriptor, or stderr's when `dump_heap` is given alone.
+    pub dump_fd: Option<SavedFd>,
+    /// The `dump_path` template, absolute (the program may chdir).
+    pub dump_path: Option<Vec<u8>>,
+    /// stderr as it was at start-up, for the dump's own error messages.
+    pub stderr: Option<SavedFd>,
+}
+
+impl Config {
+    /// Whether a dump is written at exit, to a destination set up at start.
+    pub fn wants_dump(&self) -> bool {
+        self.dump_fd.is_some() || self.dump_path.is_some()
+    }
+}
+
+/// Reads `MWRAP`, reports bad entries as one stderr line, and sets up the
+/// dump's destinations.
+pub fn from_env() -> Config {
+    // SAFETY: getenv returns a NUL-terminated string or NULL.
+    let raw = unsafe { libc::getenv(c"MWRAP".as_ptr()) };
+    if raw.is_null() {
+        return Config::default();
+    }
+    // SAFETY: as above.
+    let value = unsafe { core::ffi::CStr::from_ptr(raw) }.to_bytes();
+    let (options, mut problems) = options::parse(value);
+    let mut config = Config::default();
+    if let Some(path) = &options.dump_path {
+        match absolute(path).and_then(|abs| check_dump_path(&abs).map(|()| abs)) {
+            Ok(abs) => config.dump_path = Some(abs),
+            Err(e) => problems.push(format!(
+                "cannot open dump_path {}: {}",
+                options::quoted(path),
+                strerror(e)
+            )),
+        }
+    }
+    let fd = options
+        .dump_fd
+        .or((options.dump_heap != 0 && config.dump_path.is_none()).then_some(2));
+    if let Some(n) = fd {
+        match SavedFd::save(n) {
+            Ok(saved) => config.dump_fd = Some(saved),
+            Err(e) => problems.push(format!(
+                "dump_fd {n} is not an open file descriptor: {}",
+                strerror(e)
+            )),
+        }
+    }
+    if config.wants_dump() || options.wants_dump() {
+        config.stderr = SavedFd::save(2).ok();
+    }
+    if let Some(line) = options::problems_line(&problems) {
+        write_stderr(line.as_bytes());
+    }
+    config.options = options;
+    config
+}
+
+/// `path` made absolute against the current directory.
+fn absolute(path: &[u8]) -> Result<Vec<u8>, i32> {
+    let mut abs = Vec::new();
+    if path.first() != Some(&b'/') {
+        let mut cwd = [0u8; 4096];
+        // SAFETY: getcwd writes at most cwd.len() bytes.
+        if unsafe { libc::getcwd(cwd.as_mut_ptr().cast(), cwd.len()) }.is_null() {
+            return Err(errno::get());
+        }
+        let len = cwd.iter().position(|&b| b == 0).unwrap_or(0);
+        abs.extend_from_slice(&cwd[..len]);
+        abs.push(b'/');
+    }
+    abs.extend_from_slice(path);
+    Ok(abs)
+}
+
+/// Checks at start-up that the dump (at this pid's name) can be written,
+/// the way it will be at exit: an existing regular file or a new one is
+/// opened (and so created) for appending; a FIFO is only checked for
+/// permission, since opening it would block without a reader or hand the
+/// reader an early end of file.
+fn check_dump_path(template: &[u8]) -> Result<(), i32> {
+    let mut path = Vec::new();
+    options::expand_dump_path(template, std::process::id(), &mut path);
+    path.push(0);
+    let c = path.as_ptr().cast();
+    errno::preserved(|| {
+        // SAFETY: `c` is NUL-terminated; stat fills a plain struct.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::stat(c, &mut st) } == 0 {
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => return Err(libc::EISDIR),
+                libc::S_IFIFO => {
+                    // SAFETY: as above.
+                    let rc =
+                        unsafe { libc::faccessat(libc::AT_FDCWD, c, libc::W_OK, libc::AT_EACCESS) };
+                    return if rc == 0 { Ok(()) } else { Err(errno::get()) };
+                }
+                _ => {}
+            }
+        }
+        // SAFETY: as above; O_NONBLOCK keeps a device or socket from blocking.
+        let fd = unsafe {
+            libc::open(
+                c,
+                libc::O_WRONLY
+                    | libc::O_APPEND
+                    | libc::O_CREAT
+                    | libc::O_CLOEXEC
+                    | libc::O_NONBLOCK,
+                0o666,
+            )
+        };
+        if fd < 0 {
+            return Err(errno::get());
+        }
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        Ok(())
+    })
+}
+
+/// The configuration, written once by start-up and read after.
+pub struct ConfigCell {
+    value: UnsafeCell<Option<Config>>,
+    set: AtomicBool,
+}
+
+// SAFETY: written once before `set` is published, only read after.
+unsafe impl Sync for ConfigCell {}
+
+impl Default for ConfigCell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConfigCell {
+    pub const fn new() -> Self {
+        ConfigCell {
+            value: UnsafeCell::new(None),
+            set: AtomicBool::new(false),
+        }
+    }
+
+    /// Stores the configuration (start-up runs once).
+    pub fn set(&self, config: Config) {
+        if self.set.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: only start-up writes, once, before publishing.
+        unsafe { *self.value.get() = Some(config) };
+        self.set.store(true, Ordering::Release);
+    }
+
+    pub fn get(&self) -> Option<&Config> {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: published after the one write.
+        unsafe { (*self.value.get()).as_ref() }
+    }
+}

@@ -1,0 +1,35 @@
+//! Start-up, once, when the preload is initialised or on the first tracked
+//! allocation if that comes first, in this order: read
+//! `MWRAP` (and set up the dump's destinations), look for Ruby, switch the
+//! fork gate to its cheap side, and register the fork handlers. Runs with
+//! the recursion guard held, so whatever it allocates is untracked.
+
+use crate::state::{begin_start, finish_start, started, CONFIG, GATE};
+use crate::{config, lifecycle, per_thread, ruby};
+
+#[cold]
+pub fn start() {
+    if !begin_start() {
+        return; // another thread is starting; its allocations count later
+    }
+    CONFIG.set(config::from_env());
+    ruby::attach();
+    GATE.use_membarrier();
+    lifecycle::register_fork_handlers();
+    finish_start();
+}
+
+/// Start-up also runs when the preload is initialised, not only at the
+/// first allocation: a program that never allocates still has its `MWRAP`
+/// read (a bad entry reported) and its dump written.
+extern "C" fn start_at_load() {
+    per_thread::busy(|_, _| {
+        if !started() {
+            start();
+        }
+    });
+}
+
+#[used]
+#[link_section = ".init_array"]
+static START_AT_LOAD: extern "C" fn() = start_at_load;
