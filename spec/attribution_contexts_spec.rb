@@ -58,14 +58,14 @@ RSpec.describe "attribution in fibers, at_exit, finalizers and GVL-less calls" d
 
   it "charges a malloc made by C code called without the GVL to its native caller" do
     Dir.mktmpdir do |dir|
-      src = File.join(dir, "mwtest.c")
-      so = File.join(dir, "libmwtest.so")
-      File.write(src, <<~C)
-        #include <stdlib.h>
-        void *mw_native_malloc(size_t n) { return malloc(n); }
-      C
-      _, err, status = Open3.capture3("gcc", "-shared", "-fPIC", "-O1", "-o", so, src)
-      skip "no C compiler: #{err}" unless status.success?
+      so = begin
+        CBuildCache.build(<<~C, name: "mwtest", shared: true, cflags: %w[-O1])
+          #include <stdlib.h>
+          void *mw_native_malloc(size_t n) { return malloc(n); }
+        C
+      rescue CBuildCache::Error => e
+        skip "no C compiler: #{e.message}"
+      end
       _path, _r, rows = dump_rows(dir, <<~RUBY)
         require "fiddle"
         lib = Fiddle.dlopen(#{so.dump})

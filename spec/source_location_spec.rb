@@ -162,19 +162,24 @@ RSpec.describe "Mwrap[] and Mwrap::SourceLocation" do
           3.times { churn(200) } # warm the line up, then forget what that left live
           Mwrap.clear
           stop = false
+          holding = Queue.new # each thread says when it holds its first block
           threads = 4.times.map do |t|
             Thread.new do
+              Thread.current.abort_on_exception = true # fail the script, not hang it
               held = []
               i = 0
               until stop
                 held << churn(100 + ((i * 37 + t) % 4900))
+                holding << t if i.zero?
                 held.shift if held.size > 50
                 i += 1
                 Thread.pass if (i % 64).zero?
               end
             end
           end
-          sleep 0.05 until (loc = Mwrap["#{__FILE__}:#{churn_line}"]) && loc.live_count > 0
+          4.times { holding.pop }
+          loc = Mwrap["#{__FILE__}:#{churn_line}"]
+          raise "no live block at the churn line: #{loc.inspect}" unless loc && loc.live_count > 0
           sizes = []
           results = 300.times.map { loc.each { |size, gen| sizes << size; gen.is_a?(Integer) || raise("gen #{gen}") } }
           stop = true

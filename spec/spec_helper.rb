@@ -1,27 +1,23 @@
 # frozen_string_literal: true
 
-require "open3"
 require "rbconfig"
 require "tmpdir"
 require "fileutils"
+require_relative "support/spec_process"
+require_relative "support/c_build_cache"
 
-# Helpers to run real processes under the built preload library.
+# Helpers to run real processes under the built preload library. Every
+# process goes through SpecProcess.run: with a clean environment and a time
+# limit (SpecProcess::DEFAULT_TIMEOUT unless `timeout:` says otherwise).
 module MwrapSpecHelpers
-  ROOT = File.expand_path("..", __dir__)
+  ROOT = SpecProcess::ROOT
   LIB = File.join(ROOT, "lib")
   EXE = File.join(ROOT, "exe", "mwrap")
   EXAMPLES = File.join(ROOT, "examples")
   TARGET = ENV.fetch("CARGO_TARGET_DIR", File.join(ROOT, "target"))
 
-  Result = Struct.new(:stdout, :stderr, :status) do
-    def success?
-      status.success?
-    end
-
-    def exitstatus
-      status.exitstatus
-    end
-  end
+  # What a child did (stdout, stderr, status, timed_out, seconds, ...).
+  Result = SpecProcess::Result
 
   # One line of a dump: "%16zu %12zu %s\n".
   DumpRow = Struct.new(:total, :allocations, :location)
@@ -58,19 +54,40 @@ module MwrapSpecHelpers
   # Environment for every child: nothing inherited that would change what
   # the preload sees or records.
   def clean_env(env = {})
-    { "LD_PRELOAD" => nil, "MWRAP" => nil, "RUBYOPT" => nil, "RUBYLIB" => nil }.merge(env)
+    SpecProcess.clean_env(env)
   end
 
-  def capture(env, *cmd, stdin_data: "", chdir: ROOT)
-    out, err, status = Open3.capture3(clean_env(env), *cmd, stdin_data: stdin_data, chdir: chdir)
-    Result.new(out, err, status)
+  # The path of a program on PATH, or nil.
+  def which(name)
+    SpecProcess.which(name)
+  end
+
+  # Runs `cmd` with `env` (over clean_env) and returns its Result; raises
+  # SpecProcess::TimedOut, naming the command and showing its output and
+  # stacks, when it outlives `timeout` seconds.
+  def capture(env, *cmd, stdin_data: "", chdir: ROOT, timeout: SpecProcess::DEFAULT_TIMEOUT)
+    SpecProcess.run(env, *cmd, stdin_data: stdin_data, chdir: chdir, timeout: timeout)
+  end
+
+  # The LD_PRELOAD value for `preload`: :built (the built preload), nil
+  # (none), a path, or a list of those (joined with ":").
+  def preload_value(preload)
+    return preload.map { |p| preload_value(p) }.join(":") if preload.is_a?(Array)
+
+    preload == :built ? built_preload : preload
+  end
+
+  # [env, command] running `ruby RUBY_OPTS -I lib ARGS...` under `preload`
+  # (see preload_value), `env` on top.
+  def ruby_command(args, preload: :built, env: {}, ruby_opts: [])
+    [{ "LD_PRELOAD" => preload_value(preload) }.merge(env), [RbConfig.ruby, *ruby_opts, "-I", LIB, *args]]
   end
 
   # Runs `ruby -I lib ARGS...` with LD_PRELOAD=`preload` (the built
   # preload unless given; nil runs without any preload).
-  def run_ruby(*args, env: {}, preload: :built)
-    preload = built_preload if preload == :built
-    capture({ "LD_PRELOAD" => preload }.merge(env), RbConfig.ruby, "-I", LIB, *args)
+  def run_ruby(*args, env: {}, preload: :built, timeout: SpecProcess::DEFAULT_TIMEOUT)
+    child_env, cmd = ruby_command(args, preload: preload, env: env)
+    capture(child_env, *cmd, timeout: timeout)
   end
 
   # Writes `code` to `dir/name` and runs it like run_ruby; the script's
@@ -82,8 +99,8 @@ module MwrapSpecHelpers
   end
 
   # Runs exe/mwrap with `args` (the dev tree's lib is on its $LOAD_PATH).
-  def run_mwrap(*args, env: {})
-    capture(env, RbConfig.ruby, EXE, *args)
+  def run_mwrap(*args, env: {}, timeout: SpecProcess::DEFAULT_TIMEOUT)
+    capture(env, RbConfig.ruby, EXE, *args, timeout: timeout)
   end
 
   # Parses dump text (or the file at `path:`) into DumpRows; raises on a
@@ -97,22 +114,28 @@ module MwrapSpecHelpers
   end
 
   # Builds the fake preload (ext/mwrap-abi/examples/fake_preload.rs,
-  # written against the ABI crate's own types) once per run; nil without
-  # cargo.
+  # written against the ABI crate's own types) once per run; nil (with a
+  # warning) without cargo.
   def fake_preload
+    MwrapSpecHelpers.fake_preload_once
+  end
+
+  # The module keeps it: examples call fake_preload on an instance each.
+  def self.fake_preload_once
     return @fake_preload if defined?(@fake_preload)
 
-    cargo = [ENV["CARGO"], "cargo", File.join(Dir.home, ".cargo", "bin", "cargo")].compact.find do |c|
-      c.include?("/") ? File.executable?(c) : system("command -v #{c} >/dev/null 2>&1")
-    end
-    so = File.join(TARGET, "release", "examples", "libfake_preload.so")
-    _, err, status = Open3.capture3({ "CARGO_TARGET_DIR" => TARGET }, cargo, "build", "--locked", "--release",
-                                    "-p", "mwrap-abi", "--example", "fake_preload", chdir: ROOT)
-    warn "cannot build the fake preload: #{err}" unless status.success?
-    @fake_preload = status.success? ? so : nil
-  rescue SystemCallError, TypeError => e
-    warn "cannot build the fake preload: #{e.message}"
-    @fake_preload = nil
+    @fake_preload = build_fake_preload
+  end
+
+  def self.build_fake_preload
+    candidates = [ENV["CARGO"], "cargo", File.join(Dir.home, ".cargo", "bin", "cargo")].compact
+    cargo = candidates.filter_map { |c| which(c) }.first
+    r = cargo && capture({ "CARGO_TARGET_DIR" => TARGET }, cargo, "build", "--locked", "--release",
+                         "-p", "mwrap-abi", "--example", "fake_preload", timeout: 600)
+    return File.join(TARGET, "release", "examples", "libfake_preload.so") if r&.success?
+
+    warn "cannot build the fake preload: #{r ? r.stderr : 'no cargo'}"
+    nil
   end
 end
 

@@ -1,16 +1,16 @@
 # frozen_string_literal: true
 
-require "fileutils"
 require "json"
-require "open3"
 require "rbconfig"
 require "tmpdir"
+require_relative "spec_process"
+require_relative "c_build_cache"
 
 # Running the examples in examples/growth/ under the real preload: as the
 # runner (what Mwrap::RakeTask starts), as a rake task, and as matchers.
 # Also used by rakelib/growth.rake (growth:noise), so it needs no RSpec.
 module MwrapGrowthHelpers
-  ROOT = File.expand_path("../..", __dir__)
+  ROOT = SpecProcess::ROOT
   LIB = File.join(ROOT, "lib")
   EXE = File.join(ROOT, "exe", "mwrap")
   RUNNER = File.join(LIB, "mwrap", "growth_runner.rb")
@@ -45,36 +45,26 @@ module MwrapGrowthHelpers
   # The native leak's C helper, built once per process with gcc ($CC);
   # nil (with a warning) when it cannot be built.
   def native_leak_so
-    return @native_leak_so if defined?(@native_leak_so)
-
-    dir = Dir.mktmpdir("mwrap-growth-spec")
-    at_exit { FileUtils.rm_rf(dir) }
-    so = File.join(dir, "libmwrap_growth_native_leak.so")
-    cc = ENV.fetch("CC", "gcc")
-    _, err, status = Open3.capture3(cc, "-shared", "-fPIC", "-O1", "-Wall", "-pthread", "-o", so, NATIVE_SOURCE)
-    warn "cannot build #{NATIVE_SOURCE}: #{err}" unless status.success?
-    @native_leak_so = status.success? ? so : nil
-  rescue SystemCallError => e
-    warn "cannot build #{NATIVE_SOURCE}: #{e.message}"
-    @native_leak_so = nil
+    CBuildCache.try_build(NATIVE_SOURCE, name: "mwrap_growth_native_leak", shared: true, cflags: %w[-O1 -Wall],
+                                         libs: ["-pthread"])
   end
 
   # Environment for children: nothing inherited that changes what the
-  # preload sees, and the built native helper.
+  # preload sees (SpecProcess.clean_env), and the built native helper.
   def child_env(extra = {})
-    { "LD_PRELOAD" => nil, "MWRAP" => nil, "RUBYOPT" => nil, "RUBYLIB" => nil,
-      "MWRAP_GROWTH_NATIVE_LEAK_SO" => native_leak_so }.merge(extra)
+    SpecProcess.clean_env("MWRAP_GROWTH_NATIVE_LEAK_SO" => native_leak_so).merge(extra)
   end
 
-  # Runs the growth runner on example `name` under exe/mwrap; returns
-  # [stdout, stderr, status, report Hash or nil].
+  # Runs the growth runner on example `name` under exe/mwrap, with
+  # SpecProcess's time limit; returns [stdout, stderr, status, report Hash
+  # or nil].
   def run_example(name, *options)
     Dir.mktmpdir("mwrap-growth-run") do |tmp|
       report = File.join(tmp, "report.json")
-      out, err, status = Open3.capture3(child_env, RbConfig.ruby, EXE, RbConfig.ruby, RUNNER,
-                                        "--require", File.join(DIR, "#{name}.rb"), "--report", report,
-                                        *options, File.join(DIR, "rounds", "#{name}.rb"), chdir: ROOT)
-      [out, err, status, File.file?(report) ? JSON.parse(File.read(report)) : nil]
+      r = SpecProcess.run(child_env, RbConfig.ruby, EXE, RbConfig.ruby, RUNNER,
+                          "--require", File.join(DIR, "#{name}.rb"), "--report", report,
+                          *options, File.join(DIR, "rounds", "#{name}.rb"), chdir: ROOT)
+      [r.stdout, r.stderr, r.status, File.file?(report) ? JSON.parse(File.read(report)) : nil]
     end
   end
 

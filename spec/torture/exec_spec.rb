@@ -7,11 +7,6 @@ require_relative "torture_helper"
 RSpec.describe "torture: exec into non-Ruby programs" do
   before { require_preload! }
 
-  def which(cmd)
-    ENV.fetch("PATH", "").split(File::PATH_SEPARATOR).map { |d| File.join(d, cmd) }
-       .find { |f| File.executable?(f) && !File.directory?(f) }
-  end
-
   # Runs argv without and with the preload (LD_PRELOAD and exe/mwrap) and
   # expects the same stdout and exit status; returns the three results.
   def same_with_and_without(*argv, stdin_data: "")
@@ -99,43 +94,43 @@ RSpec.describe "torture: exec into non-Ruby programs" do
   it "runs a C++ program (new/delete, containers, exceptions, threads) unchanged" do
     cxx = which(ENV.fetch("CXX", "g++"))
     skip "no C++ compiler (g++)" unless cxx
-    src = File.join(TortureHelpers.build_dir, "cxx_smoke.cc")
-    File.write(src, <<~'CXX')
-      #include <cstdio>
-      #include <map>
-      #include <memory>
-      #include <stdexcept>
-      #include <string>
-      #include <thread>
-      #include <vector>
-      int main() {
-        std::map<std::string, std::vector<int>> m;
-        for (int i = 0; i < 20000; i++) m[std::to_string(i % 997)].push_back(i);
-        long sum = 0;
-        for (auto &kv : m) sum += (long)kv.second.size() * (long)kv.first.size();
-        int caught = 0;
-        for (int i = 0; i < 1000; i++) {
-          try { throw std::runtime_error(std::string(100 + i, 'e')); }
-          catch (const std::exception &e) { caught += e.what()[0] == 'e'; }
+    bin = begin
+      CBuildCache.build(<<~'CXX', name: "cxx_smoke", compiler: cxx, ext: "cc", cflags: %w[-std=c++17 -O1 -pthread])
+        #include <cstdio>
+        #include <map>
+        #include <memory>
+        #include <stdexcept>
+        #include <string>
+        #include <thread>
+        #include <vector>
+        int main() {
+          std::map<std::string, std::vector<int>> m;
+          for (int i = 0; i < 20000; i++) m[std::to_string(i % 997)].push_back(i);
+          long sum = 0;
+          for (auto &kv : m) sum += (long)kv.second.size() * (long)kv.first.size();
+          int caught = 0;
+          for (int i = 0; i < 1000; i++) {
+            try { throw std::runtime_error(std::string(100 + i, 'e')); }
+            catch (const std::exception &e) { caught += e.what()[0] == 'e'; }
+          }
+          std::vector<std::thread> ts;
+          std::vector<long> out(4);
+          for (int t = 0; t < 4; t++)
+            ts.emplace_back([t, &out] {
+              std::vector<std::unique_ptr<std::string>> v;
+              for (int i = 0; i < 5000; i++) v.push_back(std::make_unique<std::string>(i % 300, 'x'));
+              long n = 0;
+              for (auto &p : v) n += (long)p->size();
+              out[t] = n;
+            });
+          for (auto &t : ts) t.join();
+          std::printf("%zu %ld %d %ld\n", m.size(), sum, caught, out[0] + out[1] + out[2] + out[3]);
+          return 4;
         }
-        std::vector<std::thread> ts;
-        std::vector<long> out(4);
-        for (int t = 0; t < 4; t++)
-          ts.emplace_back([t, &out] {
-            std::vector<std::unique_ptr<std::string>> v;
-            for (int i = 0; i < 5000; i++) v.push_back(std::make_unique<std::string>(i % 300, 'x'));
-            long n = 0;
-            for (auto &p : v) n += (long)p->size();
-            out[t] = n;
-          });
-        for (auto &t : ts) t.join();
-        std::printf("%zu %ld %d %ld\n", m.size(), sum, caught, out[0] + out[1] + out[2] + out[3]);
-        return 4;
-      }
-    CXX
-    bin = File.join(TortureHelpers.build_dir, "cxx_smoke")
-    _o, err, st = Open3.capture3(cxx, "-std=c++17", "-O1", "-pthread", "-o", bin, src)
-    skip "g++ could not build the C++ smoke: #{err}" unless st.success?
+        CXX
+    rescue CBuildCache::Error => e
+      skip "g++ could not build the C++ smoke: #{e.message}"
+    end
     plain, = same_with_and_without(bin)
     expect(plain.exitstatus).to eq(4)
     expect(plain.stdout).to match(/\A997 \d+ 1000 \d+\n\z/)
@@ -177,6 +172,8 @@ RSpec.describe "torture: exec into non-Ruby programs" do
     end
 
     it "passes a Ruby program killing itself by signal through" do
+      # Ruby handles a signal it sends itself inside Process.kill; the
+      # sleep only keeps the program from exiting 0 if it did not.
       r = TortureHelpers.run_timed({ "MWRAP" => "dump_fd:2" }, RbConfig.ruby, MwrapSpecHelpers::EXE, RbConfig.ruby,
                                    "-e", 'x = "a" * 100_000; Process.kill(:TERM, $$); sleep 5', timeout: 60)
       expect(r.termsig).to eq(Signal.list.fetch("TERM")), r.describe

@@ -14,34 +14,33 @@
 # under lib/mwrap/libmwrap_preload.so (MWRAP_PRELOAD_SO to override); exit
 # status 0 means every check held. Not part of `rake spec`.
 require "rbconfig"
-require "tmpdir"
-require "fileutils"
 require "json"
+require_relative "../support/spec_process"
 
-ROOT = File.expand_path("../..", __dir__)
+ROOT = SpecProcess::ROOT
 NATIVE = File.join(__dir__, "native")
 
 unless ENV["MWRAP_SOAK_CHILD"]
+  require_relative "../support/c_build_cache"
   preload = ENV["MWRAP_PRELOAD_SO"] || File.join(ROOT, "lib", "mwrap", "libmwrap_preload.so")
   abort "soak: #{preload} is missing: run `rake compile` first" unless File.file?(preload)
-  dir = Dir.mktmpdir("mwrap-soak")
-  at_exit { FileUtils.rm_rf(dir) }
-  cc = ENV.fetch("CC", "gcc")
-  libs = { "torture_threads" => [], "jit_sites" => [] }.to_h do |name, flags|
-    out = File.join(dir, "lib#{name}.so")
-    system(cc, "-std=gnu11", "-O1", "-g", "-Wall", "-fno-builtin", "-shared", "-fPIC", *flags, "-o", out,
-           File.join(NATIVE, "#{name}.c"), "-pthread", "-ldl") or abort "soak: cannot compile #{name}.c with #{cc}"
-    [name, out]
+  libs = %w[torture_threads jit_sites].map do |name|
+    CBuildCache.build(File.join(NATIVE, "#{name}.c"), shared: true, libs: %w[-pthread -ldl])
+  rescue CBuildCache::Error => e
+    abort "soak: #{e.message}"
   end
-  env = { "MWRAP_SOAK_CHILD" => "1", "LD_PRELOAD" => preload, "MWRAP" => nil, "RUBYOPT" => nil }
-  pid = spawn(env, RbConfig.ruby, "-I", File.join(ROOT, "lib"), __FILE__, libs["torture_threads"],
-              libs["jit_sites"])
-  _, status = Process.wait2(pid)
-  if status.signaled?
-    warn "soak: the workload died by signal #{status.termsig}"
+  seconds = Float(ENV.fetch("TORTURE_SECONDS", "600"))
+  # The workload runs with its output shown as it comes; if it outlives its
+  # length by 10 minutes it is hung: its stacks are printed, and it is killed.
+  r = SpecProcess.run({ "MWRAP_SOAK_CHILD" => "1", "LD_PRELOAD" => preload }, RbConfig.ruby,
+                      "-I", File.join(ROOT, "lib"), __FILE__, *libs,
+                      timeout: seconds + 600, echo: true, on_timeout: :return)
+  if r.timed_out || r.status.signaled?
+    warn "soak: the workload #{r.timed_out ? 'hung' : "died by signal #{r.termsig}"}"
+    warn "--- stacks at the timeout ---\n#{r.stacks || '(none: no gdb)'}" if r.timed_out
     exit 1
   end
-  exit status.exitstatus
+  exit r.exitstatus
 end
 
 require "mwrap"
@@ -74,7 +73,12 @@ say = ->(msg) { $stdout.puts(msg) || $stdout.flush }
 say.call(format("soak: %d s, report every %d s, pid %d, preload %s", seconds, interval, $$, ENV["LD_PRELOAD"]))
 native.start(2, 99) # two cores here: leave room for Ruby
 stop = false
-paused = false # while the main thread samples, so it has the GVL
+# While the main thread samples, the workers wait at this gate (so the main
+# thread has the GVL): a condition variable, not a polling sleep.
+paused = false
+gate = Mutex.new
+resumed = ConditionVariable.new
+pass_gate = -> { gate.synchronize { resumed.wait(gate) while paused } }
 ops = Hash.new(0)
 workers = []
 # Ruby churn: strings, arrays, hashes, zlib. The live set grows for a while
@@ -82,7 +86,7 @@ workers = []
 workers << Thread.new do
   keep = []
   until stop
-    next sleep(0.01) if paused
+    pass_gate.call if paused
 
     300.times { |i| keep << ("s" * (i * 13 % 9000)) }
     keep.shift(keep.size > 20_000 ? 300 : 290)
@@ -92,7 +96,7 @@ end
 workers << Thread.new do
   cache = {}
   until stop
-    next sleep(0.01) if paused
+    pass_gate.call if paused
 
     k = rand(20_000)
     cache[k] = Array.new(rand(1..50)) { |i| { i => "v#{i}" } }
@@ -105,13 +109,13 @@ end
 workers << Thread.new do
   devnull = File.open(File::NULL, "w")
   until stop
-    next sleep(0.01) if paused
+    pass_gate.call if paused
 
     top = Mwrap.each(1 << 20).first(10)
     top.each { |loc, *| Mwrap[loc]&.each { |*| ops[:live_blocks] += 1 } } if Mwrap.respond_to?(:[])
     Mwrap.dump(devnull, 1 << 20)
     ops[:reads] += 1
-    sleep 0.2
+    sleep 0.2 # this reader's pace
   end
 end
 
@@ -128,10 +132,10 @@ jit_step = [(1_200_000.0 / [steps / 2, 1].max).ceil, 1_200_000].min
 say.call(format("%8s %9s %9s %10s %10s %9s %12s %10s %6s %8s", "t(s)", "rss(MB)", "live(MB)", "blocks", "sites",
                 "native", "overflow", "jit_calls", "forks", "sample(s)"))
 while elapsed.call < seconds
-  sleep [interval, seconds - elapsed.call].min
+  sleep [interval, seconds - elapsed.call].min # the workload runs until the next sample
   step += 1
   t_sample = elapsed.call
-  paused = true
+  gate.synchronize { paused = true }
   jit_n = [jit_n + jit_step, 1_200_000].min
   calls = jit.call(jit_n, 32, 1)
   failures << "jit_sites_run(#{jit_n}) returned #{calls}" if calls.negative? && calls != -1
@@ -140,16 +144,7 @@ while elapsed.call < seconds
     a = Array.new(1000) { |i| "child #{i}" * 10 }
     exit!(Mwrap.each(1 << 20).count.positive? && a.size == 1000 ? 0 : 3)
   end
-  deadline = elapsed.call + 60
-  status = nil
-  until (status = Process.waitpid2(pid, Process::WNOHANG)&.last)
-    if elapsed.call > deadline
-      failures << "fork child #{pid} hung"
-      Process.kill(:KILL, pid)
-      break
-    end
-    sleep 0.01
-  end
+  status = SpecProcess.wait_child(pid, timeout: 60) { |hang| failures << "fork child #{hang}" }
   failures << "fork child #{pid}: #{status.inspect}" if status && !status.success?
   forks += 1
   sites = 0
@@ -164,7 +159,10 @@ while elapsed.call < seconds
   live_mb, live_blocks = live.call
   sample = { t: elapsed.call.round, rss: rss_mb.call.round(1), live: live_mb.round(1), blocks: live_blocks,
              sites: sites, native: native_sites, overflow: overflow, jit_calls: calls, forks: forks }
-  paused = false
+  gate.synchronize do
+    paused = false
+    resumed.broadcast
+  end
   sample[:sample_seconds] = (elapsed.call - t_sample).round(1)
   samples << sample
   say.call(format("%8d %9.1f %9.1f %10d %10d %9d %12d %10d %6d %8.1f", *sample.values))

@@ -1,16 +1,12 @@
 # frozen_string_literal: true
 
 require "spec_helper"
-require "open3"
 require "rbconfig"
-require "tmpdir"
-require "fileutils"
-require "timeout"
-require_relative "scripts/stacks"
 
 # Shared by spec/torture/*_spec.rb: sizes for CI and for `rake torture`,
-# native helpers compiled with gcc, and running child processes (the
-# scripts in spec/torture/scripts, under the preload) with a time bound.
+# native helpers compiled with gcc (CBuildCache), and running child
+# processes (the scripts in spec/torture/scripts, under the preload) with a
+# time bound (SpecProcess).
 #
 # Sizes: every scenario has a CI size (the default) and a long size (with
 # TORTURE=1, which `rake torture:long` sets). These override both:
@@ -50,32 +46,8 @@ module TortureHelpers
     sigprocmask pthread_sigmask sigaltstack signalfd sigwait sigwaitinfo sigtimedwait sigsuspend
   ].freeze
 
-  # Captured output of a child run with a time bound.
-  # `stacks`: on a timeout, every thread's backtrace in every process of
-  # the group (when gdb is installed), so that a hang in CI can be read.
-  TimedResult = Struct.new(:stdout, :stderr, :status, :timed_out, :seconds, :stacks) do
-    def success?
-      !timed_out && status&.success?
-    end
-
-    def exitstatus
-      status&.exitstatus
-    end
-
-    def termsig
-      status&.termsig
-    end
-
-    def describe
-      how = if timed_out then "timed out after #{seconds.round(1)} s"
-            elsif status.signaled? then "killed by signal #{status.termsig}"
-            else "exit #{status.exitstatus}"
-            end
-      text = "#{how}\n--- stdout ---\n#{stdout.to_s[-4000..] || stdout}\n--- stderr ---\n#{stderr.to_s[-4000..] || stderr}"
-      text += "\n--- stacks at the timeout ---\n#{stacks}" if stacks
-      text
-    end
-  end
+  # What a child run with a time bound did; see SpecProcess::Result.
+  TimedResult = SpecProcess::Result
 
   module_function
 
@@ -94,49 +66,22 @@ module TortureHelpers
   end
 
   def cc
-    ENV.fetch("CC", "gcc")
+    CBuildCache.cc
   end
 
   def cc?
-    return @cc_ok if defined?(@cc_ok)
-
-    @cc_ok = system(cc, "--version", out: File::NULL, err: File::NULL) ? true : false
-  rescue SystemCallError
-    @cc_ok = false
+    CBuildCache.cc?
   end
 
   def build_dir
-    @build_dir ||= begin
-      dir = Dir.mktmpdir("mwrap-torture-build")
-      pid = Process.pid
-      at_exit { FileUtils.rm_rf(dir) if Process.pid == pid }
-      dir
-    end
+    CBuildCache.dir
   end
 
   # Compiles C source (a path under spec/torture/native, or source text with
-  # `name:`) once per process; returns the output path. Raises with gcc's
+  # `name:`) once per run; returns the output path. Raises with gcc's
   # message on failure.
   def compile_c(src, name: nil, shared: false, flags: [], libs: [])
-    name ||= File.basename(src, ".c")
-    @compiled ||= {}
-    key = [src, name, shared, flags, libs]
-    return @compiled[key] if @compiled[key]
-
-    if src.end_with?(".c") && File.file?(src)
-      path = src
-    else
-      path = File.join(build_dir, "#{name}.c")
-      File.write(path, src)
-    end
-    out = File.join(build_dir, shared ? "lib#{name}.so" : name)
-    cmd = [cc, "-std=gnu11", "-O1", "-g", "-Wall", "-fno-builtin", *flags]
-    cmd += ["-shared", "-fPIC"] if shared
-    cmd += ["-o", out, path, "-pthread", *libs]
-    _o, err, st = Open3.capture3(*cmd)
-    raise "#{cmd.join(' ')} failed:\n#{err}" unless st.success?
-
-    @compiled[key] = out
+    CBuildCache.build(src, name: name, shared: shared, flags: flags, libs: ["-pthread", *libs])
   end
 
   # The native thread helper (spec/torture/native/torture_threads.c) as a
@@ -156,57 +101,10 @@ module TortureHelpers
   end
 
   # Runs `cmd` with `env` (on top of clean_env), killing its process group
-  # after `timeout` seconds. Never raises on a timeout: check #timed_out.
+  # after `timeout` seconds (having read its stacks). Never raises on a
+  # timeout: check #timed_out.
   def run_timed(env, *cmd, timeout:, stdin_data: "", chdir: MwrapSpecHelpers::ROOT, **opts)
-    start = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-    out = err = nil
-    status = nil
-    timed_out = false
-    stacks = nil
-    Open3.popen3(MwrapSpecHelpers.clean_env(env), *cmd, chdir: chdir, pgroup: true, **opts) do |i, o, e, t|
-      reader_o = Thread.new { o.read }
-      reader_e = Thread.new { e.read }
-      begin
-        i.write(stdin_data) unless stdin_data.empty?
-      rescue Errno::EPIPE
-        nil
-      end
-      i.close
-      unless t.join(timeout)
-        timed_out = true
-        stacks = process_group_stacks(t.pid)
-        begin
-          Process.kill(:KILL, -t.pid)
-        rescue Errno::ESRCH
-          nil
-        end
-      end
-      status = t.value
-      out = reader_o.value
-      err = reader_e.value
-    end
-    TimedResult.new(out, err, status, timed_out, Process.clock_gettime(Process::CLOCK_MONOTONIC) - start, stacks)
-  end
-
-  # Backtraces of every thread of every process in process group `pgid`,
-  # read with gdb (nil without gdb). Compact: one line per frame.
-  def process_group_stacks(pgid)
-    return nil unless ThreadStacks.gdb
-
-    pids = Dir.glob("/proc/[0-9]*/stat").filter_map do |f|
-      fields = File.read(f).split(") ").last.split
-      File.basename(File.dirname(f)).to_i if fields[2].to_i == pgid
-    rescue SystemCallError
-      nil
-    end
-    pids.sort.first(8).map do |pid|
-      command = begin
-        File.read("/proc/#{pid}/cmdline").tr("\0", " ").strip[0, 200]
-      rescue SystemCallError
-        "?"
-      end
-      "process #{pid} (#{command}):\n#{ThreadStacks.of(pid)}"
-    end.join("\n")
+    SpecProcess.run(env, *cmd, timeout: timeout, stdin_data: stdin_data, chdir: chdir, on_timeout: :return, **opts)
   end
 
   # Examples that reproduce a known preload bug are skipped (RSpec lists
@@ -238,10 +136,7 @@ module TortureHelpers
   # Runs the Ruby script at `path` under `preload` (:built, nil, or a list
   # joined with ":") with a time bound. The script sees ARGV = args.
   def ruby_timed(path, *args, timeout:, preload: :built, env: {}, ruby_opts: [], chdir: MwrapSpecHelpers::ROOT)
-    preload = MwrapSpecHelpers.built_preload if preload == :built
-    preload = preload.join(":") if preload.is_a?(Array)
-    run_timed({ "LD_PRELOAD" => preload }.merge(env), RbConfig.ruby, *ruby_opts, "-I", MwrapSpecHelpers::LIB,
-              path, *args, timeout: timeout, chdir: chdir)
+    child_env, cmd = MwrapSpecHelpers.ruby_command([path, *args], preload: preload, env: env, ruby_opts: ruby_opts)
+    run_timed(child_env, *cmd, timeout: timeout, chdir: chdir)
   end
 end
-

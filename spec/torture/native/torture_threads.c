@@ -8,7 +8,9 @@
  * checked before it is resized or freed (and calloc'd blocks are checked
  * to be zero); torture_errors() counts mismatches. When a thread stops it
  * frees every block it still holds, so at the sites of this library
- * allocations - frees == 0 once joined.
+ * allocations - frees == 0 once joined. torture_wait_busy(ms) waits until
+ * every thread has made its first 256 operations (0), or ms have passed
+ * (ETIMEDOUT): a handshake for scripts that must act while they allocate.
  *
  * torture_dlopen_start(path) starts a thread that dlopens `path`, calls its
  * `churn_alloc(size)` (which mallocs), frees the block and dlcloses it, in
@@ -26,6 +28,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_THREADS 64
 #define SLOTS 512
@@ -48,6 +51,10 @@ static struct worker workers[MAX_THREADS];
 static int nworkers;
 static volatile int stop_flag;
 static volatile int running;
+/* Threads that made their first round of operations (torture_wait_busy). */
+static pthread_mutex_t busy_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t busy_cond = PTHREAD_COND_INITIALIZER;
+static int busy_workers;
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -178,9 +185,18 @@ static void release(struct worker *w, struct slot *sl)
 	sl->p = NULL;
 }
 
+static void announce_busy(void)
+{
+	pthread_mutex_lock(&busy_lock);
+	busy_workers++;
+	pthread_cond_broadcast(&busy_cond);
+	pthread_mutex_unlock(&busy_lock);
+}
+
 static void *work(void *arg)
 {
 	struct worker *w = arg;
+	int announced = 0;
 	while (!stop_flag) {
 		for (int k = 0; k < 256; k++) {
 			struct slot *sl = &w->slots[next_rand(&w->seed) % SLOTS];
@@ -197,6 +213,10 @@ static void *work(void *arg)
 			w->ops++;
 		}
 		free(NULL);
+		if (!announced) {
+			announced = 1;
+			announce_busy();
+		}
 	}
 	for (int i = 0; i < SLOTS; i++) {
 		struct slot *sl = &w->slots[i];
@@ -216,6 +236,9 @@ int torture_start(int n, int seed)
 		return EINVAL;
 	stop_flag = 0;
 	nworkers = 0;
+	pthread_mutex_lock(&busy_lock);
+	busy_workers = 0;
+	pthread_mutex_unlock(&busy_lock);
 	for (int i = 0; i < n; i++) {
 		struct worker *w = &workers[i];
 		memset(w, 0, sizeof(*w));
@@ -231,6 +254,25 @@ int torture_start(int n, int seed)
 	}
 	running = 1;
 	return 0;
+}
+
+int torture_wait_busy(int timeout_ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	int rc = 0;
+	pthread_mutex_lock(&busy_lock);
+	while (busy_workers < nworkers && rc == 0)
+		rc = pthread_cond_timedwait(&busy_cond, &busy_lock, &until);
+	int busy = busy_workers >= nworkers;
+	pthread_mutex_unlock(&busy_lock);
+	return busy ? 0 : ETIMEDOUT;
 }
 
 void torture_stop(void)

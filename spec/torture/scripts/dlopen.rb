@@ -11,7 +11,7 @@
 require "mwrap"
 require "json"
 require_relative "torture_native"
-require_relative "stacks"
+require_relative "../../support/spec_process"
 abort "not running under a compatible preload" unless Mwrap.preloaded?
 
 native = TortureNative.new(ARGV[0])
@@ -47,20 +47,10 @@ while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
          end
     exit!(ok ? 0 : 3)
   end
-  limit = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 30
-  status = nil
-  until (status = Process.waitpid2(pid, Process::WNOHANG)&.last)
-    if Process.clock_gettime(Process::CLOCK_MONOTONIC) > limit
-      stacks = ThreadStacks.of(pid)
-      failures << "fork child #{pid} hung (dlopen churn)#{":\n#{stacks}" if stacks}"
-      Process.kill(:KILL, pid)
-      Process.wait(pid)
-      break
-    end
-    sleep 0.001
-  end
+  status = SpecProcess.wait_child(pid, timeout: 30) { |hang| failures << "fork child #{hang} (dlopen churn)" }
   failures << "fork child #{pid}: #{status.inspect}" if status && !status.success?
   stats[:forks] += 1
+  # Pacing, not a wait: in "counts" mode the churn runs between forks too.
   sleep 0.02 unless names
 end
 stop = true

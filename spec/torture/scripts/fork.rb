@@ -9,6 +9,7 @@ require "mwrap"
 require "json"
 require "rbconfig"
 require_relative "torture_native"
+require_relative "../../support/spec_process"
 abort "not running under a compatible preload" unless Mwrap.preloaded?
 native = TortureNative.new(ARGV[0])
 forks = Integer(ARGV[1])
@@ -40,21 +41,10 @@ child_work = lambda do |i, file|
   "#{i} #{rows} #{own} #{words.size} #{Mwrap.preloaded?}"
 end
 
-# Waits for pid with a time bound; kills it and records a failure if it hangs.
+# Waits for pid with a time bound; kills it and records a failure (with
+# its stacks) if it hangs.
 wait_bounded = lambda do |name, pid|
-  deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-  loop do
-    _, status = Process.waitpid2(pid, Process::WNOHANG)
-    return status if status
-
-    if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-      failures << "#{name} (pid #{pid}) did not exit within #{timeout} s: killed"
-      Process.kill(:KILL, pid)
-      Process.waitpid(pid)
-      return nil
-    end
-    sleep 0.002
-  end
+  SpecProcess.wait_child(pid, timeout: timeout) { |hang| failures << "#{name} #{hang}" }
 end
 
 read_bounded = lambda do |name, io|

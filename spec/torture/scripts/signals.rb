@@ -4,8 +4,12 @@
 # the preload: ARGV = helper.so or "" (native threads allocating too).
 # Allocates in a loop while the spec sends SIGUSR1/SIGUSR2; both trap
 # handlers allocate (and the USR2 one reads the tables). Prints "ready",
-# one "usr1 N" / "usr2 N" line per handler run, then after "stop" on stdin
-# a JSON summary.
+# one "usr1 N" / "usr2 N" line per handler run, "synced" for each "sync" on
+# stdin, then after "stop" (or the end of stdin) a JSON summary.
+#
+# "synced" comes from the main thread, which runs the trap handlers: every
+# signal whose delivery preceded the "sync" has had its handler line
+# printed before it. The spec waits for it instead of sleeping.
 require "mwrap"
 require "json"
 abort "not running under a compatible preload" unless Mwrap.preloaded?
@@ -31,13 +35,22 @@ trap(:USR2) do
 end
 
 stop = false
+sync_requested = false
 reader = Thread.new do
-  $stdin.gets
+  while (line = $stdin.gets)
+    break unless line.chomp == "sync"
+
+    sync_requested = true
+  end
   stop = true
 end
 puts "ready #{$$}"
 loops = 0
 until stop
+  if sync_requested
+    sync_requested = false
+    $stdout.write("synced\n")
+  end
   a = Array.new(100) { |i| "x" * (100 + (i * 37) % 5000) }
   a.map(&:upcase)
   loops += 1

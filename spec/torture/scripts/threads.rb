@@ -43,7 +43,7 @@ ruby_threads = 4.times.map do |i|
             stats[:lookups] += 1
           end
         end
-      when 2 # clear every few milliseconds
+      when 2 # clear every few milliseconds (the sleep is this thread's pace, not a wait)
         Mwrap.clear
         stats[:clears] += 1
         sleep 0.005
@@ -64,7 +64,7 @@ ruby_threads = 4.times.map do |i|
     failures << "ruby thread #{i}: #{e.class}: #{e.message}"
   end
 end
-sleep seconds
+sleep seconds # the run's length: everything above works meanwhile
 stop = true
 ruby_threads.each(&:join)
 native.stop

@@ -13,6 +13,7 @@ class TortureNative
     @lib = F.dlopen(path)
     fn = ->(name, args, ret) { F::Function.new(@lib[name], args, ret) }
     @start = fn.call("torture_start", [F::TYPE_INT, F::TYPE_INT], F::TYPE_INT)
+    @wait_busy = fn.call("torture_wait_busy", [F::TYPE_INT], F::TYPE_INT)
     @stop = fn.call("torture_stop", [], F::TYPE_VOID)
     @join = fn.call("torture_join", [], F::TYPE_LONG)
     @errors = fn.call("torture_errors", [], F::TYPE_LONG)
@@ -38,6 +39,13 @@ class TortureNative
   def start(n, seed)
     rc = @start.call(n, seed)
     raise "torture_start: #{rc}" unless rc.zero?
+  end
+
+  # Returns once every thread started has made its first operations (a
+  # handshake, not a sleep); raises if that takes over `seconds`.
+  def wait_busy(seconds)
+    rc = @wait_busy.call((seconds * 1000).to_i)
+    raise "torture_wait_busy: the native threads were not all allocating after #{seconds} s" unless rc.zero?
   end
 
   def stop
