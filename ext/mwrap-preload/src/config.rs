@@ -197,25 +197,30 @@ fn check_dump_path(template: &[u8]) -> Result<(), i32> {
                 _ => {}
             }
         }
-        // SAFETY: as above; O_NONBLOCK keeps a device or socket from blocking.
-        let fd = unsafe {
-            libc::open(
-                c,
-                libc::O_WRONLY
-                    | libc::O_APPEND
-                    | libc::O_CREAT
-                    | libc::O_CLOEXEC
-                    | libc::O_NONBLOCK,
-                0o666,
-            )
-        };
-        if fd < 0 {
-            return Err(errno::get());
-        }
+        let fd = open_for_append(c)?;
         // SAFETY: our own descriptor.
         unsafe { libc::close(fd) };
         Ok(())
     })
+}
+
+/// Opens the NUL-terminated path `c` for appending, creating it, without
+/// blocking (a FIFO with no reader is ENXIO instead of a wait). The errno
+/// of `open` on failure.
+pub fn open_for_append(c: *const libc::c_char) -> Result<i32, i32> {
+    // SAFETY: the caller passes a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c,
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            0o666,
+        )
+    };
+    if fd < 0 {
+        Err(errno::get())
+    } else {
+        Ok(fd)
+    }
 }
 
 /// The configuration, written once by start-up and read after.

@@ -16,7 +16,7 @@ use mwrap_core::errno;
 use mwrap_core::options::{self, DUMP_HEAP_ONLY, DUMP_HEAP_PAGES};
 use mwrap_core::{read, render};
 
-use crate::config::{identity, Config, SavedFd};
+use crate::config::{identity, open_for_append, Config, SavedFd};
 use crate::diag::{strerror, write_all};
 use crate::names::Dladdr;
 use crate::per_thread::{self, lock_cx};
@@ -135,21 +135,7 @@ fn open_dump_path(path: &[u8]) -> Result<i32, i32> {
     let mut c = path.to_vec();
     c.push(0);
     errno::preserved(|| {
-        // SAFETY: `c` is NUL-terminated.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr().cast(),
-                libc::O_WRONLY
-                    | libc::O_APPEND
-                    | libc::O_CREAT
-                    | libc::O_CLOEXEC
-                    | libc::O_NONBLOCK,
-                0o666,
-            )
-        };
-        if fd < 0 {
-            return Err(errno::get());
-        }
+        let fd = open_for_append(c.as_ptr().cast())?;
         // SAFETY: our own descriptor.
         unsafe {
             let flags = libc::fcntl(fd, libc::F_GETFL);

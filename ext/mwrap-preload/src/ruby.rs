@@ -258,6 +258,17 @@ struct LiveRuby<'a> {
     ec: *const c_void,
 }
 
+impl<'a> LiveRuby<'a> {
+    #[inline(always)]
+    fn new(ts: &'a ThreadData) -> Self {
+        LiveRuby {
+            ts,
+            rt: core::ptr::null(),
+            ec: core::ptr::null(),
+        }
+    }
+}
+
 impl RubyState for LiveRuby<'_> {
     #[inline(always)]
     fn attached(&mut self) -> bool {
@@ -329,11 +340,7 @@ fn ec_slot(ts: &ThreadData) -> *const *const c_void {
 
 /// The current GC generation, when this thread may ask Ruby (also during GC).
 pub fn generation_with_gvl(ts: &ThreadData) -> Option<u64> {
-    let mut live = LiveRuby {
-        ts,
-        rt: core::ptr::null(),
-        ec: core::ptr::null(),
-    };
+    let mut live = LiveRuby::new(ts);
     if !may_call_ruby(&mut live) {
         return None;
     }
@@ -344,11 +351,7 @@ pub fn generation_with_gvl(ts: &ThreadData) -> Option<u64> {
 /// The Ruby frame running on this thread, when it is safe to ask.
 #[inline(always)]
 pub fn current_frame(ts: &ThreadData) -> Option<RubyFrame> {
-    let mut live = LiveRuby {
-        ts,
-        rt: core::ptr::null(),
-        ec: core::ptr::null(),
-    };
+    let mut live = LiveRuby::new(ts);
     if !charges_ruby_line(&mut live) {
         return None;
     }
