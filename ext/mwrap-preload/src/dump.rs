@@ -482,48 +482,31 @@ mod tests {
         unsafe { libc::close(fd) };
     }
 
-    #[test]
-    fn held_signals_restore_the_mask() {
-        let before = {
-            let mut m = 0u64;
-            // SAFETY: reads the mask.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_rt_sigprocmask,
-                    libc::SIG_BLOCK,
-                    &0u64,
-                    &mut m,
-                    SIGSET_SIZE,
-                )
-            };
-            m
-        };
-        {
-            let _h = HeldSignals::hold();
-            let mut m = 0u64;
-            // SAFETY: reads the mask.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_rt_sigprocmask,
-                    libc::SIG_BLOCK,
-                    &0u64,
-                    &mut m,
-                    SIGSET_SIZE,
-                )
-            };
-            assert_eq!(m & HELD, HELD);
-        }
-        let mut after = 0u64;
-        // SAFETY: reads the mask.
+    /// The calling thread's blocked signals, read with the raw syscall
+    /// as `HeldSignals` sets them.
+    fn blocked_signals() -> u64 {
+        let mut mask = 0u64;
+        // SAFETY: an empty set to add and a u64 of SIGSET_SIZE bytes to
+        // read the mask into.
         unsafe {
             libc::syscall(
                 libc::SYS_rt_sigprocmask,
                 libc::SIG_BLOCK,
                 &0u64,
-                &mut after,
+                &mut mask,
                 SIGSET_SIZE,
             )
         };
-        assert_eq!(after, before);
+        mask
+    }
+
+    #[test]
+    fn held_signals_restore_the_mask() {
+        let before = blocked_signals();
+        {
+            let _h = HeldSignals::hold();
+            assert_eq!(blocked_signals() & HELD, HELD);
+        }
+        assert_eq!(blocked_signals(), before);
     }
 }
