@@ -64,9 +64,11 @@ module MwrapSpecHelpers
 
   # Runs `cmd` with `env` (over clean_env) and returns its Result; raises
   # SpecProcess::TimedOut, naming the command and showing its output and
-  # stacks, when it outlives `timeout` seconds.
-  def capture(env, *cmd, stdin_data: "", chdir: ROOT, timeout: SpecProcess::DEFAULT_TIMEOUT)
-    SpecProcess.run(env, *cmd, stdin_data: stdin_data, chdir: chdir, timeout: timeout)
+  # stacks, when it outlives `timeout` seconds. Other options go to
+  # Process.spawn: `7 => 7` or `3 => file` passes a descriptor to the child
+  # (stdin, stdout and stderr are SpecProcess's pipes).
+  def capture(env, *cmd, stdin_data: "", chdir: ROOT, timeout: SpecProcess::DEFAULT_TIMEOUT, **spawn_opts)
+    SpecProcess.run(env, *cmd, stdin_data: stdin_data, chdir: chdir, timeout: timeout, **spawn_opts)
   end
 
   # The LD_PRELOAD value for `preload`: :built (the built preload), nil

@@ -63,6 +63,16 @@ RSpec.describe SpecProcess do
     expect([r.success?, r.stdout]).to eq([true, "ready\nABC\n"])
   end
 
+  it "says whether the child has exited within a time, killing nothing" do
+    r = SpecProcess.open({}, "sh", "-c", 'read -r line; echo "got $line"', timeout: 20) do |child|
+      expect(child.exited_within?(0.1)).to be(false) # it waits for its line
+      child.puts("done")
+      child.close_stdin
+      expect(child.exited_within?(10)).to be(true)
+    end
+    expect([r.success?, r.timed_out, r.stdout]).to eq([true, false, "got done\n"])
+  end
+
   it "fails a line that does not come in time, showing the output so far and every process's stacks" do
     error = begin
       SpecProcess.open({}, "sh", "-c", "sleep 30 & sleep 30 & echo started; wait", timeout: 20) do |child|

@@ -10,8 +10,8 @@ RSpec.describe "memory-growth matchers" do
   before(:all) { require_preload! }
 
   def mwrap_ruby(*args, chdir: MwrapGrowthHelpers::ROOT)
-    Open3.capture3(MwrapGrowthHelpers.child_env, RbConfig.ruby, MwrapGrowthHelpers::EXE, RbConfig.ruby,
-                   "-I", MwrapGrowthHelpers::LIB, *args, chdir: chdir)
+    MwrapGrowthHelpers.run_child(MwrapGrowthHelpers.child_env, RbConfig.ruby, MwrapGrowthHelpers::EXE, RbConfig.ruby,
+                                 "-I", MwrapGrowthHelpers::LIB, *args, chdir: chdir)
   end
 
   describe "leak_memory (RSpec)" do

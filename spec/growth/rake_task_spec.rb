@@ -133,9 +133,9 @@ RSpec.describe Mwrap::RakeTask do
       @tmp = Dir.mktmpdir("mwrap-growth-rake")
       @runs = MwrapGrowthHelpers::ALL.to_h do |name|
         report_dir = File.join(@tmp, name)
-        out, err, status = Open3.capture3(MwrapGrowthHelpers.child_env("REPORT_DIR" => report_dir),
-                                          RbConfig.ruby, "-S", "rake", "-f", "Rakefile", name,
-                                          chdir: MwrapGrowthHelpers::DIR)
+        out, err, status = MwrapGrowthHelpers.run_child(MwrapGrowthHelpers.child_env("REPORT_DIR" => report_dir),
+                                                        RbConfig.ruby, "-S", "rake", "-f", "Rakefile", name,
+                                                        chdir: MwrapGrowthHelpers::DIR)
         report = File.join(report_dir, "#{name}.json")
         [name, [out, err, status, File.file?(report) ? JSON.parse(File.read(report)) : nil]]
       end
@@ -187,16 +187,16 @@ RSpec.describe Mwrap::RakeTask do
       Dir.mktmpdir do |dir|
         env = MwrapGrowthHelpers.child_env
         runner = [RbConfig.ruby, MwrapGrowthHelpers::EXE, RbConfig.ruby, MwrapGrowthHelpers::RUNNER]
-        _, err, status = Open3.capture3(env, *runner, File.join(dir, "missing.rb"))
+        _, err, status = MwrapGrowthHelpers.run_child(env, *runner, File.join(dir, "missing.rb"))
         expect(status.exitstatus).to eq(2)
         expect(err).to include("workload file not found: #{File.join(dir, 'missing.rb')}")
 
         File.write(File.join(dir, "raises.rb"), "raise ArgumentError, 'boom'\n")
-        _, err, status = Open3.capture3(env, *runner, File.join(dir, "raises.rb"))
+        _, err, status = MwrapGrowthHelpers.run_child(env, *runner, File.join(dir, "raises.rb"))
         expect(status.exitstatus).to eq(3)
         expect(err).to include("raised: ArgumentError: boom")
 
-        _, err, status = Open3.capture3(env, *runner, "--rounds", "-3", File.join(dir, "raises.rb"))
+        _, err, status = MwrapGrowthHelpers.run_child(env, *runner, "--rounds", "-3", File.join(dir, "raises.rb"))
         expect(status.exitstatus).to eq(2)
         expect(err).to include("rounds must be an Integer >= 2")
       end
@@ -205,8 +205,8 @@ RSpec.describe Mwrap::RakeTask do
     it "exits 2 saying how to run it without the preload" do
       Dir.mktmpdir do |dir|
         File.write(File.join(dir, "w.rb"), "nil\n")
-        _, err, status = Open3.capture3(MwrapGrowthHelpers.child_env, RbConfig.ruby, MwrapGrowthHelpers::RUNNER,
-                                        File.join(dir, "w.rb"))
+        _, err, status = MwrapGrowthHelpers.run_child(MwrapGrowthHelpers.child_env, RbConfig.ruby,
+                                                      MwrapGrowthHelpers::RUNNER, File.join(dir, "w.rb"))
         expect(status.exitstatus).to eq(2)
         expect(err).to include("needs the mwrap preload library", "Mwrap::RakeTask")
       end

@@ -22,12 +22,16 @@ RSpec.describe "hardening: the dump leaves the exit status alone" do
   # Runs `cmd` with its stdout a pipe whose read end is closed before the
   # program may exit: the program waits for the end of its stdin, which
   # is closed only after the read end. Returns a TimedResult (stdout: "").
+  # Not through SpecProcess: the dead stdout pipe is the condition under
+  # test, and SpecProcess's stdout is a pipe it reads to the end; the time
+  # limit, the group's stacks and the group kill are done here instead.
   def with_dead_stdout(env, *cmd, timeout: HardeningHelpers::TIMEOUT)
     start = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     in_r, in_w = IO.pipe
     out_r, out_w = IO.pipe
     err_r, err_w = IO.pipe
-    pid = Process.spawn(MwrapSpecHelpers.clean_env(env), *cmd, in: in_r, out: out_w, err: err_w, pgroup: true)
+    env = MwrapSpecHelpers.clean_env(env)
+    pid = Process.spawn(env, *cmd, in: in_r, out: out_w, err: err_w, pgroup: true)
     [in_r, out_w, err_w].each(&:close)
     err_reader = Thread.new { err_r.read }
     out_r.close # the reader goes
@@ -36,7 +40,7 @@ RSpec.describe "hardening: the dump leaves the exit status alone" do
     timed_out = waiter.join(timeout).nil?
     stacks = nil
     if timed_out
-      stacks = TortureHelpers.process_group_stacks(pid)
+      stacks = SpecProcess.group_stacks(pid)
       begin
         Process.kill(:KILL, -pid)
       rescue Errno::ESRCH
@@ -45,7 +49,8 @@ RSpec.describe "hardening: the dump leaves the exit status alone" do
     end
     status = waiter.value
     TortureHelpers::TimedResult.new("", err_reader.value, status, timed_out,
-                                    Process.clock_gettime(Process::CLOCK_MONOTONIC) - start, stacks)
+                                    Process.clock_gettime(Process::CLOCK_MONOTONIC) - start, stacks,
+                                    SpecProcess.command_line(env, cmd, Dir.pwd))
   end
 
   it "exits 3 when the dump goes to a stdout pipe whose reader has gone (dump_fd:1)" do

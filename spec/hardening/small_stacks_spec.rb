@@ -26,7 +26,8 @@ RSpec.describe "hardening: threads with small stacks" do
   end
 
   it "has a PT_TLS segment of at most 1 KiB (readelf -lW)" do
-    out, err, st = Open3.capture3("readelf", "-lW", preload)
+    r = capture({}, "readelf", "-lW", preload, timeout: HardeningHelpers::TIMEOUT)
+    out, err, st = r.stdout, r.stderr, r.status
     skip "readelf not available: #{err}" unless st.success?
     tls = out.lines.grep(/\A\s*TLS\s/)
     expect(tls.size).to be <= 1

@@ -20,6 +20,7 @@ require "fileutils"
 require "json"
 require "rbconfig"
 require "tmpdir"
+require_relative "../support/spec_process"
 
 module MwrapPeer
   ROOT = File.expand_path("../..", __dir__)
@@ -28,6 +29,12 @@ module MwrapPeer
   RECORDER = File.join(__dir__, "recorder.rb")
   WARM = File.join(__dir__, "warm_caches.rb")
   MARK = "@@mwrap-peer@@"
+  # At PEER_TIMEOUT the runner gets TERM (the recorder then notes the test
+  # it was in as interrupted, with its time); what is left of its process
+  # group gets KILL this many seconds later.
+  TERM_GRACE = 5
+  # The quick look-ups (does test-unit load, its version, cmake's).
+  PROBE_TIMEOUT = 60
 
   # mwrap 2.1.0's test/test_mwrap.rb, to say whether we run that file.
   SHA256_2_1 = "82fc5461d648e7037aeaacde1d278d2f7872adbf5ba9021c550ca211d7cf76bc"
@@ -172,16 +179,17 @@ module MwrapPeer
     unless File.file?(PRELOAD)
       raise SetupError, "#{PRELOAD} is missing: build it with `rake compile` (`rake peer` does)"
     end
-    ok = system(RbConfig.ruby, "-e", 'require "test/unit"; Test::Unit::AutoRunner.need_auto_run = false',
-                out: File::NULL, err: File::NULL)
-    return if ok
+    r = SpecProcess.run({}, RbConfig.ruby, "-e", 'require "test/unit"; Test::Unit::AutoRunner.need_auto_run = false',
+                        timeout: PROBE_TIMEOUT, on_timeout: :return)
+    return if r.success?
+    raise SetupError, "loading test-unit did not finish:\n#{r.describe}" if r.timed_out
 
     raise SetupError, "test-unit cannot be loaded by #{RbConfig.ruby}: install it (Debian: apt-get install ruby-test-unit)"
   end
 
   def tool_version(*cmd)
-    out = IO.popen(cmd, err: File::NULL, &:read)
-    $?.success? ? out.lines.first.to_s.strip : nil
+    r = SpecProcess.run({}, *cmd, timeout: PROBE_TIMEOUT, on_timeout: :return)
+    r.success? ? r.stdout.lines.first.to_s.strip : nil
   rescue SystemCallError
     nil
   end
@@ -191,8 +199,8 @@ module MwrapPeer
     which = if sha == SHA256_2_1 then "mwrap 2.1.0's test/test_mwrap.rb"
             else "NOT mwrap 2.1.0's file (that one has sha256 #{SHA256_2_1[0, 12]}…): results may differ"
             end
-    test_unit = IO.popen([RbConfig.ruby, "-rtest/unit/version", "-e", "print Test::Unit::VERSION"],
-                         err: File::NULL, &:read)
+    test_unit = SpecProcess.run({}, RbConfig.ruby, "-rtest/unit/version", "-e", "print Test::Unit::VERSION",
+                                timeout: PROBE_TIMEOUT, on_timeout: :return).stdout
     puts "peer suite: #{source}"
     puts "  file:     sha256 #{sha[0, 12]}…, #{which}"
     puts "  copy:     #{copy} (rewritten lines #{changed.join(' and ')}; nothing else changed)"
@@ -224,37 +232,26 @@ module MwrapPeer
     stderr = File.join(dir, "stderr.log")
     extra = ENV.fetch("PEER_ARGS", "").split
     cmd = [RbConfig.ruby, "-I", LIB, "-r", RECORDER, copy, "--verbose=verbose", "--use-color=no", *extra]
-    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-    pid = Process.spawn(child_env(dir, warm), *cmd, chdir: dir, in: File::NULL,
-                                                    out: [console, "w"], err: [stderr, "w"], pgroup: true)
-    status, timed_out = wait_with_timeout(pid, timeout)
-    seconds = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+    timed_out = false
+    pid = nil
+    # SpecProcess's own limit is the KILL at the end of the grace; no
+    # stacks at it (nothing here prints them).
+    r = SpecProcess.open(child_env(dir, warm), *cmd, chdir: dir, timeout: timeout + TERM_GRACE,
+                                                     on_timeout: :return, stacks: false) do |child|
+      child.close_stdin
+      pid = child.pid
+      next if child.exited_within?(timeout)
+
+      timed_out = true
+      # The runner and the processes its tests started share its process group.
+      signal_group(pid, :TERM)
+    end
+    signal_group(pid, :KILL) if timed_out # what outlived the TERM without holding the output open
+    File.binwrite(console, r.stdout)
+    File.binwrite(stderr, r.stderr)
     records = File.exist?(File.join(dir, "results.jsonl")) ? parse_jsonl(File.join(dir, "results.jsonl")) : []
-    { status: status, timed_out: timed_out, timeout: timeout, seconds: seconds, records: records,
+    { status: r.status, timed_out: timed_out, timeout: timeout, seconds: r.seconds, records: records,
       console: console, stderr: stderr, stderr_by_test: split_stderr(File.read(stderr)) }
-  end
-
-  def wait_with_timeout(pid, timeout)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-    loop do
-      _, status = Process.wait2(pid, Process::WNOHANG)
-      return [status, false] if status
-      break if Process.clock_gettime(Process::CLOCK_MONOTONIC) >= deadline
-
-      sleep 0.05
-    end
-    # The runner and the processes its tests started share its process group.
-    signal_group(pid, :TERM)
-    5.times do
-      sleep 1
-      _, status = Process.wait2(pid, Process::WNOHANG)
-      if status
-        signal_group(pid, :KILL)
-        return [status, true]
-      end
-    end
-    signal_group(pid, :KILL)
-    [Process.wait2(pid).last, true]
   end
 
   def signal_group(pgid, sig)

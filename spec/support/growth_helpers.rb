@@ -55,6 +55,14 @@ module MwrapGrowthHelpers
     SpecProcess.clean_env("MWRAP_GROWTH_NATIVE_LEAK_SO" => native_leak_so).merge(extra)
   end
 
+  # Open3.capture3's [stdout, stderr, status], through SpecProcess.run:
+  # the command gets its time limit (raising SpecProcess::TimedOut past it),
+  # a process group of its own and runs in `chdir` (ROOT unless given).
+  def run_child(env, *cmd, chdir: ROOT, **opts)
+    r = SpecProcess.run(env, *cmd, chdir: chdir, **opts)
+    [r.stdout, r.stderr, r.status]
+  end
+
   # Runs the growth runner on example `name` under exe/mwrap, with
   # SpecProcess's time limit; returns [stdout, stderr, status, report Hash
   # or nil].

@@ -106,10 +106,10 @@ module SpecProcess
     child&.kill_unless_done
   end
 
-  # Like run, but yields the running Child (pid, gets, puts, close_stdin)
-  # to the block first; the time limit covers the block too.
-  def open(env, *cmd, timeout: DEFAULT_TIMEOUT, chdir: ROOT, on_timeout: :raise, **spawn_opts)
-    child = Child.new(env, cmd, timeout: timeout, chdir: chdir, echo: false, stacks: true, spawn_opts: spawn_opts)
+  # Like run, but yields the running Child (pid, gets, puts, close_stdin,
+  # exited_within?) to the block first; the time limit covers the block too.
+  def open(env, *cmd, timeout: DEFAULT_TIMEOUT, chdir: ROOT, on_timeout: :raise, stacks: true, **spawn_opts)
+    child = Child.new(env, cmd, timeout: timeout, chdir: chdir, echo: false, stacks: stacks, spawn_opts: spawn_opts)
     yield child
     finished(child.wait, on_timeout)
   ensure
@@ -263,6 +263,13 @@ module SpecProcess
         end
       end
       raise TimedOut.new(finish(timed_out: true), "no line on stdout within #{per_line ? "#{timeout} s" : "the limit"}")
+    end
+
+    # Waits at most `seconds` (and not past the limit) for the child itself
+    # to exit, its output perhaps still open; true when it has. Kills
+    # nothing: for a caller with a gentler stop of its own before the limit.
+    def exited_within?(seconds)
+      !@waiter.join([seconds, left].min).nil?
     end
 
     # Waits for the child to exit and close its output, at most until the

@@ -104,6 +104,8 @@ slowest = 0.0
       stats[:fork_plain] += 1
       [name, i, t0, pid, r, nil]
     else # IO.popen("-"): the child's stdout is the pipe
+      # The workload under test, not SpecProcess's: a fork under the
+      # preload, bounded by read_bounded and wait_bounded.
       io = IO.popen("-")
       if io.nil?
         $stdout.puts child_work.call(i, file)
@@ -142,6 +144,8 @@ spawns.times do |j|
          "puts [#{j}, Mwrap.each.count, Mwrap.each.count { |l, *| l == '/torture-spawn-#{j}.rb:1' }, " \
          "200, Mwrap.preloaded?].join(' ')"
   r, w = IO.pipe
+  # The workload, not SpecProcess's: it must inherit LD_PRELOAD and MWRAP,
+  # which SpecProcess clears; bounded by read_bounded and wait_bounded.
   pid = spawn(RbConfig.ruby, "-I", lib, "-e", code, out: w)
   w.close
   name = "spawned child #{j}"
