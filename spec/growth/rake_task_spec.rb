@@ -115,6 +115,7 @@ RSpec.describe Mwrap::RakeTask do
                               ".*object '#{Regexp.escape(odd)}'".b, Regexp::MULTILINE)
         expect { t.run }.to output(satisfy("print #{expected.inspect}") { |err| err.b.match?(expected) })
           .to_stderr_from_any_process
+          .and output(/\Amwrap: passed/).to_stdout_from_any_process
       end
     ensure
       ENV["LD_PRELOAD"] = saved
