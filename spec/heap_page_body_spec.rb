@@ -52,8 +52,6 @@ RSpec.describe Mwrap::HeapPageBody do
   end
 
   context "with the fake preload (exact ABI values)" do
-    before { skip "no C compiler to build the fake preload" unless fake_preload }
-
     it "yields every page by address with its generation, returns the count, and converts stats" do
       r = run_ruby("-r", "mwrap", "-e", MwrapApiHelpers::SHOW + <<~'RUBY', preload: fake_preload)
         pages = []

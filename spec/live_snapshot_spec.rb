@@ -25,8 +25,6 @@ RSpec.describe "Mwrap.live_snapshot" do
   end
 
   context "with the fake preload (exact ABI values)" do
-    before { skip "no C compiler to build the fake preload" unless fake_preload }
-
     it "maps each location holding more than min live bytes to [live_bytes, live_count, allocations, frees, total]" do
       r = run_ruby("-r", "mwrap", "-e", MwrapApiHelpers::SHOW + <<~'RUBY', preload: fake_preload)
         snap = Mwrap.live_snapshot

@@ -118,8 +118,13 @@ module MwrapSpecHelpers
   # Builds the fake preload (ext/mwrap-abi/examples/fake_preload.rs,
   # written against the ABI crate's own types) once per run; nil (with a
   # warning) without cargo.
+  # The path of the fake preload; raises (failing the example, never
+  # skipping it) when cargo cannot build it: cargo built the extension too.
   def fake_preload
-    MwrapSpecHelpers.fake_preload_once
+    built = MwrapSpecHelpers.fake_preload_once
+    raise built if built.is_a?(RuntimeError)
+
+    built
   end
 
   # The module keeps it: examples call fake_preload on an instance each.
@@ -136,8 +141,8 @@ module MwrapSpecHelpers
                          "-p", "mwrap-abi", "--example", "fake_preload", timeout: 600)
     return File.join(TARGET, "release", "examples", "libfake_preload.so") if r&.success?
 
-    warn "cannot build the fake preload: #{r ? r.stderr : 'no cargo'}"
-    nil
+    RuntimeError.new("cannot build the fake preload (ext/mwrap-abi/examples/fake_preload.rs): " \
+                     "#{r ? r.describe : "no cargo among #{candidates.join(', ')}"}")
   end
 end
 
