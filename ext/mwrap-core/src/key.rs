@@ -4,6 +4,7 @@
 
 use crate::files::FileId;
 use crate::hash::mix;
+use crate::stacks::StackId;
 
 /// A location key, stored once per site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -16,6 +17,10 @@ pub enum SiteKey {
     Ruby { file: FileId, line: u32 },
     /// A native return address.
     Native { address: usize },
+    /// One stack of a location (`MWRAP=bt:N` / `ruby_bt:N`): the
+    /// location's site id and the stack. Not a location of its own: the
+    /// location's counters sum its stacks' (see `sites`).
+    Stack { location: u32, stack: StackId },
     /// The bucket for new keys once the table is full.
     Overflow,
     /// The bucket for new keys the profiler had no memory to record.
@@ -34,15 +39,24 @@ impl SiteKey {
         match *self {
             SiteKey::Ruby { file, line } => mix(((file.0 as u64) << 32) | line as u64),
             SiteKey::Native { address } => mix(address as u64 ^ 0x9e37_79b9_7f4a_7c15),
+            SiteKey::Stack { location, stack } => {
+                mix(((location as u64) << 32 | stack.0 as u64) ^ 0x2545_f491_4f6c_dd1d)
+            }
             SiteKey::Unset => 0,
             SiteKey::Overflow => 1,
             SiteKey::NoMemory => 2,
         }
     }
 
-    /// Whether the key names one place (not a bucket).
+    /// Whether the key names one place (not a bucket, not a stack).
     pub fn is_place(&self) -> bool {
         matches!(self, SiteKey::Ruby { .. } | SiteKey::Native { .. })
+    }
+
+    /// Whether the key is a location (what `Mwrap.each` lists): anything
+    /// but a stack of one.
+    pub fn is_location(&self) -> bool {
+        !matches!(self, SiteKey::Stack { .. } | SiteKey::Unset)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod options;
 pub mod read;
 pub mod render;
 pub mod sites;
+pub mod stacks;
 pub mod threads;
 
 #[cfg(test)]

@@ -55,6 +55,8 @@ unsafe impl ZeroInit for u32 {}
 unsafe impl ZeroInit for u64 {}
 // SAFETY: as above.
 unsafe impl ZeroInit for usize {}
+// SAFETY: an atomic of zero bytes holds 0.
+unsafe impl ZeroInit for core::sync::atomic::AtomicU64 {}
 
 /// An array that grows in chunks of `CHUNK` elements mapped on demand and
 /// never moved or freed, so a reader needs no lock: element `i` is valid

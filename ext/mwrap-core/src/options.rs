@@ -6,7 +6,28 @@
 use std::fmt::Write as _;
 
 /// Keys the preload understands, in the order the help text lists them.
-pub const KNOWN_KEYS: &[&str] = &["dump_path", "dump_fd", "dump_min", "dump_heap"];
+pub const KNOWN_KEYS: &[&str] = &[
+    "dump_path",
+    "dump_fd",
+    "dump_min",
+    "dump_heap",
+    "dump_format",
+    "bt",
+    "ruby_bt",
+    "app_root",
+];
+
+/// What the exit dump is written as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// mwrap 2.x's `total allocations location` lines.
+    #[default]
+    Text,
+    /// One line per stack with live bytes, for flame graphs.
+    Folded,
+    /// One JSON document: locations with their stacks.
+    Json,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -20,7 +41,18 @@ pub struct Options {
     /// Heap page output at exit: [`DUMP_HEAP_STATS`] | [`DUMP_HEAP_PAGES`]
     /// | [`DUMP_HEAP_ONLY`].
     pub dump_heap: u32,
+    pub dump_format: DumpFormat,
+    /// Native return addresses recorded per allocation (0 to [`MAX_BT`]).
+    pub bt: u8,
+    /// Ruby frames recorded per allocation made under the GVL.
+    pub ruby_bt: u8,
+    /// Allocations are charged to the innermost Ruby frame whose file is
+    /// under this directory, as given (the preload checks it exists).
+    pub app_root: Option<Vec<u8>>,
 }
+
+/// Most frames `bt` and `ruby_bt` take.
+pub const MAX_BT: u64 = 64;
 
 /// `dump_heap` bit: summary statistics of Ruby's heap pages.
 pub const DUMP_HEAP_STATS: u32 = 1;
@@ -88,6 +120,38 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
                     quoted(val)
                 )),
             },
+            b"dump_format" => match val {
+                b"text" => opts.dump_format = DumpFormat::Text,
+                b"folded" => opts.dump_format = DumpFormat::Folded,
+                b"json" => opts.dump_format = DumpFormat::Json,
+                _ => problems.push(format!(
+                    "dump_format {} is not text, folded or json",
+                    quoted(val)
+                )),
+            },
+            b"bt" | b"ruby_bt" => match parse_decimal(val) {
+                Some(n) if n <= MAX_BT => {
+                    if key == b"bt" {
+                        opts.bt = n as u8;
+                    } else {
+                        opts.ruby_bt = n as u8;
+                    }
+                }
+                _ => problems.push(format!(
+                    "{} {} is not a frame count (0 to {MAX_BT})",
+                    String::from_utf8_lossy(key),
+                    quoted(val)
+                )),
+            },
+            b"app_root" => {
+                if val.is_empty() {
+                    problems.push("app_root is empty".to_string());
+                } else if val.contains(&0) {
+                    problems.push("app_root holds a NUL byte".to_string());
+                } else {
+                    opts.app_root = Some(val.to_vec());
+                }
+            }
             _ => problems.push(format!(
                 "unknown key {} (known keys: {})",
                 quoted(key),
@@ -302,5 +366,26 @@ mod tests {
         assert_eq!(parse_decimal(b"18446744073709551616"), None);
         assert_eq!(parse_decimal(b"+1"), None);
         assert_eq!(parse_decimal(b""), None);
+    }
+
+    #[test]
+    fn stack_keys_and_dump_format() {
+        let (o, p) = parse(b"bt:16,ruby_bt:64,app_root:/srv/app,dump_format:folded");
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!((o.bt, o.ruby_bt), (16, 64));
+        assert_eq!(o.app_root.as_deref(), Some(&b"/srv/app"[..]));
+        assert_eq!(o.dump_format, DumpFormat::Folded);
+        assert_eq!(parse(b"dump_format:json").0.dump_format, DumpFormat::Json);
+        assert_eq!(parse(b"").0.dump_format, DumpFormat::Text);
+        let (o, p) = parse(b"bt:65,ruby_bt:-1,bt:x,app_root:,dump_format:xml");
+        assert_eq!(
+            (o.bt, o.ruby_bt, o.app_root, o.dump_format),
+            (0, 0, None, DumpFormat::Text)
+        );
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert_eq!(p[0], "bt \"65\" is not a frame count (0 to 64)");
+        assert!(p[1].starts_with("ruby_bt \"-1\""));
+        assert!(p[3].contains("app_root is empty"));
+        assert_eq!(p[4], "dump_format \"xml\" is not text, folded or json");
     }
 }

@@ -10,11 +10,21 @@ use crate::live::LiveSet;
 use crate::location::{candidates, Candidate};
 use crate::lock::LockCx;
 use crate::sites::{NoMemory, SiteTable};
+use crate::stacks::{StackId, StackTable};
 
 /// Names native return addresses (`dladdr` lives in the preload).
 pub trait NativeNamer {
-    /// Writes the printed (escaped) name of `address`.
+    /// Writes the printed (escaped) name of `address`, a location.
     fn name_native(&self, address: usize, out: &mut ByteWriter<'_>);
+
+    /// Writes the printed (escaped) name of `address`, a frame of a stack
+    /// first seen when `epoch` objects had been `dlclose`d (so that a
+    /// frame of an object closed since is named after that object). By
+    /// default, as a location.
+    fn name_frame(&self, address: usize, epoch: u32, out: &mut ByteWriter<'_>) {
+        let _ = epoch;
+        self.name_native(address, out);
+    }
 }
 
 /// Longest printed native name; longer ones are cut.
@@ -43,7 +53,7 @@ pub fn name_key(
         }
         SiteKey::Overflow => push_fallible(out, OVERFLOW_NAME)?,
         SiteKey::NoMemory => push_fallible(out, NO_MEMORY_NAME)?,
-        SiteKey::Unset => push_fallible(out, b"?")?,
+        SiteKey::Unset | SiteKey::Stack { .. } => push_fallible(out, b"?")?,
     }
     Ok(())
 }
@@ -176,6 +186,208 @@ pub fn lookup<L: LiveSet>(table: &SiteTable<L>, cx: &LockCx<'_>, name: &[u8]) ->
         };
         table.lookup(cx, key)
     })
+}
+
+/// One (location, stack) pair in a [`StackRows`]: the counters of what was
+/// charged to the location with that stack (`stack` None: without one).
+#[derive(Clone, Copy, Debug)]
+pub struct StackRow {
+    pub snapshot: SiteSnapshot,
+    /// The location's site id and key.
+    pub location: u32,
+    pub key: SiteKey,
+    pub stack: Option<StackId>,
+    name: (usize, usize),
+    /// Frame names: Ruby frames, then native frames, innermost first.
+    frames: (usize, usize),
+    pub ruby_frames: usize,
+    pub native_frames: usize,
+}
+
+/// Named (location, stack) pairs, largest total first, ties by location
+/// name, then by frames.
+#[derive(Default)]
+pub struct StackRows {
+    rows: Vec<StackRow>,
+    /// Printed names; frame `i` of a row is `frame_spans[row.frames.0 + i]`.
+    names: Vec<u8>,
+    frame_spans: Vec<(usize, usize)>,
+}
+
+impl StackRows {
+    pub fn rows(&self) -> &[StackRow] {
+        &self.rows
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The printed name of the row's location.
+    pub fn location_name(&self, row: &StackRow) -> &[u8] {
+        &self.names[row.name.0..row.name.0 + row.name.1]
+    }
+
+    fn span(&self, (start, len): (usize, usize)) -> &[u8] {
+        &self.names[start..start + len]
+    }
+
+    /// The printed Ruby frames (`path:line`), innermost first.
+    pub fn ruby_frames(
+        &self,
+        row: &StackRow,
+    ) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        let spans = &self.frame_spans[row.frames.0..row.frames.0 + row.ruby_frames];
+        spans.iter().map(|&sp| self.span(sp))
+    }
+
+    /// The printed native frames, the caller of `malloc` first.
+    pub fn native_frames(
+        &self,
+        row: &StackRow,
+    ) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        let start = row.frames.0 + row.ruby_frames;
+        let spans = &self.frame_spans[start..start + row.native_frames];
+        spans.iter().map(|&sp| self.span(sp))
+    }
+
+    fn push_name(
+        &mut self,
+        f: impl FnOnce(&mut Vec<u8>) -> Result<(), NoMemory>,
+    ) -> Result<(usize, usize), NoMemory> {
+        let start = self.names.len();
+        f(&mut self.names)?;
+        Ok((start, self.names.len() - start))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        snapshot: SiteSnapshot,
+        location: u32,
+        key: SiteKey,
+        stack: Option<StackId>,
+        name: (usize, usize),
+        files: &FileNames,
+        stacks: &StackTable,
+        native: &impl NativeNamer,
+    ) -> Result<(), NoMemory> {
+        self.rows.try_reserve(1).map_err(|_| NoMemory)?;
+        let first = self.frame_spans.len();
+        let (mut ruby_frames, mut native_frames) = (0, 0);
+        if let Some(stored) = stack.and_then(|id| stacks.get(id)) {
+            self.frame_spans
+                .try_reserve(stored.ruby.len() + stored.native.len())
+                .map_err(|_| NoMemory)?;
+            for f in stored.ruby() {
+                let file = files.get(f.file()).unwrap_or(b"?");
+                let span = self.push_name(|out| {
+                    out.try_reserve(file.len() * 4 + 11).map_err(|_| NoMemory)?;
+                    ruby_location(out, file, f.line());
+                    Ok(())
+                })?;
+                self.frame_spans.push(span);
+                ruby_frames += 1;
+            }
+            for address in stored.native() {
+                let span = self.push_name(|out| {
+                    let mut buf = [0u8; MAX_NATIVE_NAME];
+                    let mut w = ByteWriter::new(&mut buf);
+                    native.name_frame(address as usize, stored.epoch, &mut w);
+                    push_fallible(out, w.as_bytes())
+                })?;
+                self.frame_spans.push(span);
+                native_frames += 1;
+            }
+        }
+        self.rows.push(StackRow {
+            snapshot,
+            location,
+            key,
+            stack,
+            name,
+            frames: (first, ruby_frames + native_frames),
+            ruby_frames,
+            native_frames,
+        });
+        Ok(())
+    }
+
+    /// Total descending, then location name, then frames (Ruby, then
+    /// native), bytewise.
+    fn sort(&mut self) {
+        let mut rows = core::mem::take(&mut self.rows);
+        rows.sort_unstable_by(|a, b| {
+            b.snapshot
+                .total
+                .cmp(&a.snapshot.total)
+                .then_with(|| self.location_name(a).cmp(self.location_name(b)))
+                .then_with(|| {
+                    let fa = self.ruby_frames(a).chain(self.native_frames(a));
+                    fa.cmp(self.ruby_frames(b).chain(self.native_frames(b)))
+                })
+        });
+        self.rows = rows;
+    }
+}
+
+/// Every (location, stack) pair whose own counters `filter` selects — of
+/// every location, or of `only` — named and in output order. A location's
+/// allocations charged without a stack (with `bt`/`ruby_bt` off, or past
+/// the table's capacity) are its row with no frames.
+pub fn stacks<L: LiveSet>(
+    table: &SiteTable<L>,
+    stacks: &StackTable,
+    cx: &LockCx<'_>,
+    filter: &SiteFilter,
+    only: Option<u32>,
+    native: &impl NativeNamer,
+) -> Result<StackRows, NoMemory> {
+    let mut out = StackRows::default();
+    let ids = match only {
+        Some(id) => id..=id,
+        None => 1..=table.site_count(),
+    };
+    for id in ids {
+        let Some(key) = table.key(id).filter(|k| k.is_location()) else {
+            continue;
+        };
+        let mut name = None;
+        let mut add = |out: &mut StackRows, site: u32, stack: Option<StackId>| {
+            let Some(snapshot) = table.own_snapshot(cx, site) else {
+                return Ok(());
+            };
+            if !selects(filter, &snapshot) {
+                return Ok(());
+            }
+            let name = match name {
+                Some(n) => n,
+                None => *name.insert(out.push_name(|o| name_key(key, table.files(), native, o))?),
+            };
+            out.push(
+                snapshot,
+                id,
+                key,
+                stack,
+                name,
+                table.files(),
+                stacks,
+                native,
+            )
+        };
+        add(&mut out, id, None)?;
+        for child in table.stacks_of(id) {
+            if let Some(SiteKey::Stack { stack, .. }) = table.key(child) {
+                add(&mut out, child, Some(stack))?;
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Byte totals over every location.
@@ -316,5 +528,139 @@ pub(crate) mod tests {
         for r in rows.rows() {
             assert_eq!(lookup(&t, &c, rows.name(r)), Some(r.snapshot.id));
         }
+    }
+
+    #[test]
+    fn a_location_sums_its_stacks_and_each_stack_is_a_row() {
+        use crate::stacks::{RubyFrame, Stack, StackTable};
+        let t: SiteTable = SiteTable::new();
+        let st = StackTable::new();
+        let th = cx();
+        let c = th.cx();
+        let mut blocks = Blocks::new();
+        let f = t.files().intern(&c, b"app.rb").unwrap();
+        let loc = t.intern(&c, SiteKey::Ruby { file: f, line: 3 });
+        let s1 = st
+            .intern(
+                &c,
+                &Stack {
+                    native: &[0x10, 0x20],
+                    ruby: &[RubyFrame::new(f, 3), RubyFrame::new(f, 9)],
+                },
+                0,
+            )
+            .unwrap();
+        let s2 = st
+            .intern(
+                &c,
+                &Stack {
+                    native: &[0x30],
+                    ruby: &[],
+                },
+                0,
+            )
+            .unwrap();
+        let c1 = t.intern_stack(&c, loc, s1).unwrap();
+        let c2 = t.intern_stack(&c, loc, s2).unwrap();
+        assert_eq!(t.intern_stack(&c, loc, s1), Some(c1));
+        let h = [blocks.header(100), blocks.header(10), blocks.header(1)];
+        // SAFETY: fresh test headers.
+        unsafe {
+            assert!(t.record_alloc(&c, c1, 0, h[0], 0));
+            assert!(t.record_alloc(&c, c2, 0, h[1], 0));
+            assert!(t.record_alloc(&c, loc, 0, h[2], 0));
+            t.record_free(&c, h[1], 1);
+        }
+        // The location: everything, as if there were no stacks.
+        let s = t.snapshot(&c, loc).unwrap();
+        assert_eq!(
+            (s.total, s.allocations, s.frees, s.live_bytes),
+            (111, 3, 1, 101)
+        );
+        let mut live = Vec::new();
+        t.live(&c, loc, 1, &mut live).unwrap();
+        assert_eq!(live.len(), 2);
+        // Stack sites are not locations.
+        assert!(t.snapshot(&c, c1).is_none());
+        let rows = sites(&t, &c, &SiteFilter::default(), &BareAddresses).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(totals(&t, &c).allocated, 111);
+        // One row per pair, largest first; the stackless one has no frames.
+        let rows = stacks(&t, &st, &c, &SiteFilter::default(), None, &BareAddresses).unwrap();
+        type Frames<'a> = Vec<&'a [u8]>;
+        let got: Vec<(u64, Frames, Frames)> = rows
+            .rows()
+            .iter()
+            .map(|r| {
+                assert_eq!(rows.location_name(r), b"app.rb:3");
+                (
+                    r.snapshot.total,
+                    rows.ruby_frames(r).collect(),
+                    rows.native_frames(r).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    100,
+                    vec![&b"app.rb:3"[..], b"app.rb:9"],
+                    vec![&b"[0x10]"[..], b"[0x20]"]
+                ),
+                (10, vec![], vec![&b"[0x30]"[..]]),
+                (1, vec![], vec![]),
+            ]
+        );
+        let only = stacks(
+            &t,
+            &st,
+            &c,
+            &SiteFilter {
+                min_total: 5,
+                ..Default::default()
+            },
+            Some(loc),
+            &BareAddresses,
+        )
+        .unwrap();
+        assert_eq!(only.len(), 2);
+        assert_eq!(only.rows()[1].snapshot.live_bytes, 0);
+    }
+
+    #[test]
+    fn a_full_table_charges_a_new_stack_to_its_location() {
+        use crate::stacks::{Stack, StackTable};
+        let t: SiteTable = SiteTable::with_capacity(4);
+        let st = StackTable::new();
+        let th = cx();
+        let c = th.cx();
+        let loc = t.intern(&c, SiteKey::Native { address: 1 }); // id 2
+        let s1 = st
+            .intern(
+                &c,
+                &Stack {
+                    native: &[1],
+                    ruby: &[],
+                },
+                0,
+            )
+            .unwrap();
+        let s2 = st
+            .intern(
+                &c,
+                &Stack {
+                    native: &[2],
+                    ruby: &[],
+                },
+                0,
+            )
+            .unwrap();
+        assert_eq!(t.intern_stack(&c, loc, s1), Some(3));
+        // Only the overflow slot is left: no site for another stack...
+        assert_eq!(t.intern_stack(&c, loc, s2), None);
+        // ...but a new location still goes to the overflow bucket.
+        assert_eq!(t.intern(&c, SiteKey::Native { address: 9 }), 4);
+        assert_eq!(t.key(4), Some(SiteKey::Overflow));
     }
 }

@@ -5,9 +5,9 @@
 use std::fmt::Write as _;
 
 use crate::abi::{HeapPageInfo, HeapPageStats, SpanStats};
-use crate::format::dump_line;
+use crate::format::{dump_line, TextOut};
 use crate::options::{DUMP_HEAP_PAGES, DUMP_HEAP_STATS};
-use crate::read::SiteRows;
+use crate::read::{SiteRows, StackRow, StackRows};
 
 /// Receives rendered text one whole line (ending in `\n`) at a time.
 pub trait LineSink {
@@ -33,6 +33,168 @@ pub fn text(rows: &SiteRows, out: &mut impl LineSink) {
             rows.name(row),
         );
         out.line(&line);
+    }
+}
+
+/// Flame graph input (`dump_format:folded`, read by flamegraph.pl,
+/// inferno and speedscope): one line per (location, stack) pair with live
+/// bytes, `outermost;…;innermost LIVE_BYTES`. Ruby frames go above native
+/// frames; without recorded Ruby frames the location stands for them (the
+/// innermost Ruby frame) unless it is a native address, which is then the
+/// first native frame already. A `;` inside a frame is written `\x3b`
+/// (names are escaped already, so no frame holds a newline).
+pub fn folded(rows: &StackRows, min_live: u64, out: &mut impl LineSink) {
+    let mut line = Vec::new();
+    for row in rows.rows() {
+        let live = row.snapshot.live_bytes;
+        if live == 0 || live < min_live {
+            continue;
+        }
+        line.clear();
+        let mut frames: Vec<&[u8]> = rows.ruby_frames(row).rev().collect();
+        let native_location = matches!(row.key, crate::key::SiteKey::Native { .. });
+        if frames.is_empty() && !(native_location && row.native_frames > 0) {
+            frames.push(rows.location_name(row));
+        }
+        frames.extend(rows.native_frames(row).rev());
+        for (i, frame) in frames.iter().enumerate() {
+            if i > 0 {
+                line.push(b';');
+            }
+            push_folded_frame(&mut line, frame);
+        }
+        line.push(b' ');
+        line.push_decimal(live, 0);
+        line.push(b'\n');
+        out.line(&line);
+    }
+}
+
+fn push_folded_frame(line: &mut Vec<u8>, frame: &[u8]) {
+    for &b in frame {
+        if b == b';' {
+            line.extend_from_slice(b"\\x3b");
+        } else {
+            line.push(b);
+        }
+    }
+}
+
+/// `dump_format:json`: one JSON document, one location per line:
+/// `{"mwrap":1,"locations":[` then `{"location":…,"total":…,…,"stacks":[…]}`
+/// lines, then `]}`. Strings hold names as every output prints them
+/// (mwrap's escaping), JSON-escaped; a byte that is not UTF-8 is written
+/// `\\xNN`, as mwrap escapes it.
+pub fn json(rows: &SiteRows, stacks: &StackRows, out: &mut impl LineSink) {
+    let mut by_location: Vec<&StackRow> = stacks.rows().iter().collect();
+    by_location.sort_by_key(|r| r.location);
+    let mut line = Vec::new();
+    out.line(b"{\"mwrap\":1,\"locations\":[\n");
+    let count = rows.len();
+    for (i, row) in rows.rows().iter().enumerate() {
+        let s = &row.snapshot;
+        line.clear();
+        line.extend_from_slice(b"{\"location\":");
+        json_string(&mut line, rows.name(row));
+        for (key, value) in [
+            ("total", s.total),
+            ("allocations", s.allocations),
+            ("frees", s.frees),
+            ("live_bytes", s.live_bytes),
+            ("live_count", s.live_count),
+            ("age_total", s.age_total),
+            ("max_lifespan", s.max_lifespan),
+        ] {
+            json_number(&mut line, key, value);
+        }
+        line.extend_from_slice(b",\"stacks\":[");
+        let first = by_location.partition_point(|r| r.location < s.id);
+        let mine = by_location[first..]
+            .iter()
+            .take_while(|r| r.location == s.id);
+        for (j, st) in mine.enumerate() {
+            if j > 0 {
+                line.push(b',');
+            }
+            json_stack(&mut line, stacks, st);
+        }
+        line.extend_from_slice(b"]}");
+        if i + 1 < count {
+            line.push(b',');
+        }
+        line.push(b'\n');
+        out.line(&line);
+    }
+    out.line(b"]}\n");
+}
+
+fn json_stack(line: &mut Vec<u8>, stacks: &StackRows, row: &StackRow) {
+    line.extend_from_slice(b"{\"ruby\":[");
+    for (i, f) in stacks.ruby_frames(row).enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        json_string(line, f);
+    }
+    line.extend_from_slice(b"],\"native\":[");
+    for (i, f) in stacks.native_frames(row).enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        json_string(line, f);
+    }
+    line.push(b']');
+    let s = &row.snapshot;
+    for (key, value) in [
+        ("total", s.total),
+        ("allocations", s.allocations),
+        ("frees", s.frees),
+        ("live_bytes", s.live_bytes),
+        ("live_count", s.live_count),
+    ] {
+        json_number(line, key, value);
+    }
+    line.push(b'}');
+}
+
+fn json_number(line: &mut Vec<u8>, key: &str, value: u64) {
+    line.extend_from_slice(b",\"");
+    line.extend_from_slice(key.as_bytes());
+    line.extend_from_slice(b"\":");
+    line.push_decimal(value, 0);
+}
+
+/// A JSON string of an (already mwrap-escaped) name.
+fn json_string(line: &mut Vec<u8>, name: &[u8]) {
+    line.push(b'"');
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => line.extend_from_slice(b"\\\""),
+                '\\' => line.extend_from_slice(b"\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(ByteSink(line), "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut buf = [0u8; 4];
+                    line.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(ByteSink(line), "\\\\x{b:02x}");
+        }
+    }
+    line.push(b'"');
+}
+
+/// `write!` into a byte vector.
+struct ByteSink<'a>(&'a mut Vec<u8>);
+
+impl core::fmt::Write for ByteSink<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -199,5 +361,104 @@ mod tests {
              deathspan_max: 7\ndeathspan_min: 7\ndeathspan_mean: 7.000\ndeathspan_stddev: 0.000\n\
              resurrects: 1\nlive_pages: 1\ngc_count: 12\n"
         );
+    }
+
+    /// A Ruby location `a;b.rb:3` with a 2-frame Ruby and 2-frame native
+    /// stack (100 bytes live), the same location without a stack (7 live),
+    /// a Ruby location with only native frames (`c.rb:1`, 5 live) and a
+    /// native location with its native frames (9 live).
+    fn stacked_tables() -> (
+        SiteTable,
+        crate::stacks::StackTable,
+        crate::testing::TestThread,
+        Blocks,
+    ) {
+        use crate::stacks::{RubyFrame, Stack, StackTable};
+        let t: SiteTable = SiteTable::new();
+        let st = StackTable::new();
+        let th = cx();
+        let mut blocks = Blocks::new();
+        {
+            let c = th.cx();
+            let f = t.files().intern(&c, b"a;b.rb").unwrap();
+            let g = t.files().intern(&c, b"\xffc.rb").unwrap();
+            let loc = t.intern(&c, SiteKey::Ruby { file: f, line: 3 });
+            let s = Stack {
+                native: &[0x10, 0x20],
+                ruby: &[RubyFrame::new(f, 3), RubyFrame::new(f, 1)],
+            };
+            let child = t
+                .intern_stack(&c, loc, st.intern(&c, &s, 0).unwrap())
+                .unwrap();
+            let loc2 = t.intern(&c, SiteKey::Ruby { file: g, line: 1 });
+            let s2 = Stack {
+                native: &[0x30],
+                ruby: &[],
+            };
+            let child2 = t
+                .intern_stack(&c, loc2, st.intern(&c, &s2, 0).unwrap())
+                .unwrap();
+            let nat = t.intern(&c, SiteKey::Native { address: 0x40 });
+            let s3 = Stack {
+                native: &[0x40, 0x50],
+                ruby: &[],
+            };
+            let child3 = t
+                .intern_stack(&c, nat, st.intern(&c, &s3, 0).unwrap())
+                .unwrap();
+            for (id, size) in [(child, 100), (loc, 7), (child2, 5), (child3, 9)] {
+                // SAFETY: fresh test headers.
+                unsafe { assert!(t.record_alloc(&c, id, 0, blocks.header(size), 0)) };
+            }
+        }
+        (t, st, th, blocks)
+    }
+
+    #[test]
+    fn folded_puts_ruby_frames_above_native_ones_outermost_first() {
+        let (t, st, th, _blocks) = stacked_tables();
+        let c = th.cx();
+        let rows =
+            crate::read::stacks(&t, &st, &c, &SiteFilter::default(), None, &BareAddresses).unwrap();
+        let mut out = Vec::new();
+        folded(&rows, 0, &mut out);
+        assert_eq!(
+            out,
+            b"a\\x3bb.rb:1;a\\x3bb.rb:3;[0x20];[0x10] 100\n\
+              [0x50];[0x40] 9\n\
+              a\\x3bb.rb:3 7\n\
+              \xffc.rb:1;[0x30] 5\n"
+                .to_vec()
+        );
+        let mut out = Vec::new();
+        folded(&rows, 8, &mut out);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
+    }
+
+    #[test]
+    fn json_lists_locations_with_their_stacks() {
+        let (t, st, th, _blocks) = stacked_tables();
+        let c = th.cx();
+        let rows = sites(&t, &c, &SiteFilter::default(), &BareAddresses).unwrap();
+        let stacks =
+            crate::read::stacks(&t, &st, &c, &SiteFilter::default(), None, &BareAddresses).unwrap();
+        let mut out = Vec::new();
+        json(&rows, &stacks, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[0], r#"{"mwrap":1,"locations":["#);
+        assert_eq!(
+            lines[1],
+            r#"{"location":"a;b.rb:3","total":107,"allocations":2,"frees":0,"live_bytes":107,"live_count":2,"age_total":0,"max_lifespan":0,"stacks":[{"ruby":["a;b.rb:3","a;b.rb:1"],"native":["[0x10]","[0x20]"],"total":100,"allocations":1,"frees":0,"live_bytes":100,"live_count":1},{"ruby":[],"native":[],"total":7,"allocations":1,"frees":0,"live_bytes":7,"live_count":1}]},"#
+        );
+        // The mwrap escape of the 0xff byte, itself JSON-escaped.
+        assert!(
+            lines[3].starts_with(r#"{"location":"\\xffc.rb:1","#),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[3].ends_with("]}"), "the last location has no comma");
+        assert_eq!(lines[4], "]}");
     }
 }

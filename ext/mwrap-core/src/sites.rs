@@ -24,6 +24,7 @@ use crate::key::SiteKey;
 use crate::live::{HeaderList, LiveSet};
 use crate::lock::{LockCx, TableLock};
 use crate::mem::{map_zeroed, ChunkedArray, ZeroInit};
+use crate::stacks::StackId;
 
 const SITES_PER_CHUNK: usize = 1024;
 const SITE_CHUNKS: usize = 1024;
@@ -108,6 +109,11 @@ pub struct Site<P> {
     others: AtomicPtr<Shard<P>>,
     /// Written once, before the site's id is published.
     key: UnsafeCell<SiteKey>,
+    /// A location's newest stack site (0: none); its stack sites link
+    /// through `next_stack`. Published under the index lock, read without.
+    first_stack: AtomicU32,
+    /// A stack site's next (older) sibling of the same location.
+    next_stack: AtomicU32,
 }
 
 // SAFETY: a zeroed lock is unlocked, zeroed counters are zero, a zeroed
@@ -303,6 +309,49 @@ impl<L: LiveSet> SiteTable<L> {
         next
     }
 
+    /// The site of stack `stack` of location `location`, created on first
+    /// sight and linked to the location. None when the table is full (only
+    /// the overflow slot left), no memory can be had, or a signal handler
+    /// re-enters the index: the caller then charges the location itself,
+    /// so that per-location numbers never depend on stacks.
+    pub fn intern_stack(&self, cx: &LockCx<'_>, location: u32, stack: StackId) -> Option<u32> {
+        let parent = self.site(location)?;
+        let key = SiteKey::Stack { location, stack };
+        let hash = key.hash();
+        let mut guard = self.index.lock(cx)?;
+        let index = &mut *guard;
+        if let Some(&id) = index.ids.find(hash, |&id| self.key(id) == Some(key)) {
+            return Some(id);
+        }
+        let next = self.site_count() + 1;
+        if next >= self.capacity {
+            return None;
+        }
+        let site = self.sites.get_or_map(next as usize)?;
+        index.ids.try_reserve(1, self.key_hasher()).ok()?;
+        site.next_stack.store(
+            parent.first_stack.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.publish(next, key);
+        index.ids.insert_unique(hash, next, self.key_hasher());
+        parent.first_stack.store(next, Ordering::Release);
+        Some(next)
+    }
+
+    /// The stack sites of location `id`, newest first.
+    pub fn stacks_of(&self, id: u32) -> impl Iterator<Item = u32> + '_ {
+        let first = self
+            .site(id)
+            .map_or(0, |s| s.first_stack.load(Ordering::Acquire));
+        core::iter::successors((first != 0).then_some(first), move |&child| {
+            let next = self
+                .site(child)
+                .map_or(0, |s| s.next_stack.load(Ordering::Acquire));
+            (next != 0).then_some(next)
+        })
+    }
+
     /// The id of the overflow bucket, created at `next` the first time
     /// (buckets are never in the index).
     fn overflow_bucket(&self, index: &mut Index, next: u32) -> u32 {
@@ -450,29 +499,57 @@ impl<L: LiveSet> SiteTable<L> {
         }
     }
 
-    /// A copy of one location's counters, summed over its shards.
+    /// A copy of one location's counters, summed over its shards and its
+    /// stacks' (see [`Self::intern_stack`]). None for an id not handed out
+    /// and for a stack site (not a location: see [`Self::own_snapshot`]).
     pub fn snapshot(&self, cx: &LockCx<'_>, id: u32) -> Option<SiteSnapshot> {
-        if id > self.site_count() {
+        if !self.key(id)?.is_location() {
             return None;
         }
-        let site = self.site(id)?;
         let mut snap = SiteSnapshot {
             id,
             ..Default::default()
         };
-        for shard in site.shards() {
-            shard.read(cx, |data| data.counters.add_to(&mut snap));
+        self.add_counters(cx, id, &mut snap);
+        for child in self.stacks_of(id) {
+            self.add_counters(cx, child, &mut snap);
         }
-        // Every tracked block is either freed or live: a reset zeroes the
-        // counters and orphans the live ones together.
-        snap.live_count = snap.allocations - snap.frees;
-        snap.live_bytes = snap.total - snap.freed_bytes;
-        Some(snap)
+        Some(Self::with_live(snap))
     }
 
-    /// Appends a copy of the live allocations of `id` to `out`; Ok(false)
-    /// if `id` is unknown. Generations are rebuilt from the 32-bit birth
-    /// stamp relative to `current_generation`.
+    /// A copy of one site's own counters: for a stack site, what was
+    /// charged with that stack; for a location, what was charged to it
+    /// without a stack.
+    pub fn own_snapshot(&self, cx: &LockCx<'_>, id: u32) -> Option<SiteSnapshot> {
+        self.key(id)?;
+        let mut snap = SiteSnapshot {
+            id,
+            ..Default::default()
+        };
+        self.add_counters(cx, id, &mut snap);
+        Some(Self::with_live(snap))
+    }
+
+    fn add_counters(&self, cx: &LockCx<'_>, id: u32, snap: &mut SiteSnapshot) {
+        if let Some(site) = self.site(id) {
+            for shard in site.shards() {
+                shard.read(cx, |data| data.counters.add_to(snap));
+            }
+        }
+    }
+
+    /// Every tracked block is either freed or live: a reset zeroes the
+    /// counters and orphans the live ones together.
+    fn with_live(mut snap: SiteSnapshot) -> SiteSnapshot {
+        snap.live_count = snap.allocations - snap.frees;
+        snap.live_bytes = snap.total - snap.freed_bytes;
+        snap
+    }
+
+    /// Appends a copy of the live allocations of `id` (a location's
+    /// include its stacks') to `out`; Ok(false) if `id` is unknown.
+    /// Generations are rebuilt from the 32-bit birth stamp relative to
+    /// `current_generation`.
     pub fn live(
         &self,
         cx: &LockCx<'_>,
@@ -480,11 +557,25 @@ impl<L: LiveSet> SiteTable<L> {
         current_generation: u64,
         out: &mut Vec<LiveAllocationInfo>,
     ) -> Result<bool, NoMemory> {
-        if id > self.site_count() {
+        if self.key(id).is_none() {
             return Ok(false);
         }
+        self.own_live(cx, id, current_generation, out)?;
+        for child in self.stacks_of(id) {
+            self.own_live(cx, child, current_generation, out)?;
+        }
+        Ok(true)
+    }
+
+    fn own_live(
+        &self,
+        cx: &LockCx<'_>,
+        id: u32,
+        current_generation: u64,
+        out: &mut Vec<LiveAllocationInfo>,
+    ) -> Result<(), NoMemory> {
         let Some(site) = self.site(id) else {
-            return Ok(false);
+            return Ok(());
         };
         for shard in site.shards() {
             shard.read(cx, |data| {
@@ -500,7 +591,7 @@ impl<L: LiveSet> SiteTable<L> {
                 Ok(())
             })?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Zeroes every counter and orphans the blocks live now, so that
