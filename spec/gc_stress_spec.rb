@@ -21,7 +21,7 @@ RSpec.describe "the Ruby API under GC.stress" do
     expect(r.stdout.lines).to eq([
       "false\n", "true\n",
       "#{%i[== allocations each eql? frees hash inspect live_bytes live_count max_lifespan
-             mean_lifespan name total].inspect}\n",
+             mean_lifespan name stacks total].inspect}\n",
       "#{%i[each page_size stat].inspect}\n",
       "false\n"
     ])
@@ -40,6 +40,9 @@ RSpec.describe "the Ruby API under GC.stress" do
                     loc.mean_lifespan, loc.max_lifespan, loc.name, loc.each.to_a.map(&:first)]
         show :inspect, loc.inspect.start_with?("#<Mwrap::SourceLocation")
         show :each, Mwrap.each(5000).count { |name, *rest| name.frozen? && rest.size == 5 } > 0
+        show :stacks, loc.stacks
+        show :each_stack, Mwrap.each_stack(5000).count { |n, r, f, *rest| n.frozen? && r.frozen? && f.frozen? && rest.size == 5 } > 0
+        show :recording, Mwrap.recording
         show :snapshot, Mwrap.live_snapshot(5000)[name]
         show :quiet, Mwrap.quiet { |d| Mwrap.quiet { |e| [d, e] } }
         r, w = IO.pipe
@@ -56,7 +59,9 @@ RSpec.describe "the Ruby API under GC.stress" do
       expect(r).to be_success
       v = values(r.stdout)
       expect(v[:loc]).to eq([10_001, 1, 0, 10_001, 1, Float::INFINITY, 0, "#{dir}/script.rb:5", [10_001]])
-      expect(v.values_at(:inspect, :each, :dump)).to all(be(true))
+      expect(v.values_at(:inspect, :each, :each_stack, :dump)).to all(be(true))
+      expect(v[:stacks]).to eq([["#{dir}/script.rb:5", [], [], 10_001, 1, 0, 10_001, 1]])
+      expect(v[:recording]).to eq({ bt: 0, ruby_bt: 0, app_root: nil })
       expect(v[:snapshot]).to eq([10_001, 1, 1, 0, 10_001])
       expect(v[:quiet]).to eq([1, 2])
       expect(v[:heap]).to eq([true, 9])

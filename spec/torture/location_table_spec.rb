@@ -28,6 +28,14 @@ RSpec.describe "torture: location table" do
     src << "long many_sites_call(int rounds, size_t size) {\n  long c = 0;\n" \
            "  for (int r = 0; r < rounds; r++)\n    for (int i = 0; i < #{n}; i++) { free(many_sites[i](size)); c++; }\n" \
            "  return c;\n}\n"
+    # On a thread of its own (no Ruby frames), each function's malloc is a
+    # native location; a Ruby thread would charge them to its Ruby line.
+    src.prepend("#include <pthread.h>\n")
+    src << "struct args { int rounds; size_t size; long result; };\n" \
+           "static void *run(void *p) { struct args *a = p; a->result = many_sites_call(a->rounds, a->size); return 0; }\n" \
+           "long many_sites_call_in_thread(int rounds, size_t size) {\n" \
+           "  struct args a = { rounds, size, -3 }; pthread_t t;\n" \
+           "  if (pthread_create(&t, 0, run, &a)) return -3;\n  pthread_join(t, 0);\n  return a.result;\n}\n"
     # -O0: no tail call, so each function's malloc has a return address of its own.
     TortureHelpers.compile_c(src, name: "many_sites_#{n}", shared: true, flags: ["-O0"])
   end

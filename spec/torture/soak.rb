@@ -55,7 +55,8 @@ max_sites = 1024 * 1024 - 1
 full = "[mwrap: location table full]"
 failures = []
 native = TortureNative.new(ARGV[0])
-jit = Fiddle::Function.new(Fiddle.dlopen(ARGV[1])["jit_sites_run"],
+# On a native thread: each generated call site stays a native location.
+jit = Fiddle::Function.new(Fiddle.dlopen(ARGV[1])["jit_sites_run_in_thread"],
                            [Fiddle::TYPE_LONG, Fiddle::TYPE_SIZE_T, Fiddle::TYPE_INT], Fiddle::TYPE_LONG)
 rss_mb = -> { File.read("/proc/self/status")[/VmRSS:\s*(\d+)/, 1].to_i / 1024.0 }
 # Bytes and blocks the preload tracks as live (each block also carries a

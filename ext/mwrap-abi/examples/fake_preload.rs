@@ -353,6 +353,121 @@ unsafe extern "C" fn render(format: u32, min: u64, sink: BytesSink, ctx: *mut c_
     STATUS_OK
 }
 
+/// Canned stacks: location 1 (`/app/a.rb:10`, total 300) was charged 200
+/// bytes with one stack, 90 with another and 10 without one.
+struct CannedStack {
+    snapshot: SiteSnapshot,
+    location: u32,
+    ruby: &'static [&'static [u8]],
+    native: &'static [&'static [u8]],
+}
+
+fn canned_stacks() -> Vec<CannedStack> {
+    vec![
+        CannedStack {
+            snapshot: snap(11, 200, 2, 1, 3, 3, 100),
+            location: 1,
+            ruby: &[b"/app/a.rb:10", b"/app/main.rb:3"],
+            native: &[
+                b"/usr/lib/libfoo.so(func+0x1c) [0x7f000000101c]",
+                b"[0xbeef]",
+            ],
+        },
+        CannedStack {
+            snapshot: snap(12, 90, 1, 0, 0, 0, 0),
+            location: 1,
+            ruby: &[b"/app/a.rb:10", b"/app/\xff.rb:7"],
+            native: &[],
+        },
+        CannedStack {
+            snapshot: snap(1, 10, 0, 0, 0, 0, 0),
+            location: 1,
+            ruby: &[],
+            native: &[],
+        },
+    ]
+}
+
+unsafe extern "C" fn stacks(
+    filter: *const SiteFilter,
+    location: u32,
+    sink: StackRowSink,
+    ctx: *mut c_void,
+) -> i32 {
+    check_quiet();
+    let filter = filter.as_ref().copied().unwrap_or_default();
+    let names = with_state(|c| c.names.clone());
+    let mut texts = Vec::new();
+    let mut rows = Vec::new();
+    let canned = canned_stacks();
+    for st in &canned {
+        if st.snapshot.total <= filter.min_total || (location != 0 && location != st.location) {
+            continue;
+        }
+        let mut text = Vec::new();
+        for f in st.ruby.iter().chain(st.native) {
+            text.extend_from_slice(f);
+            text.push(b'\n');
+        }
+        texts.push(text);
+        let name = names[st.location as usize - 1];
+        rows.push(StackRow {
+            snapshot: st.snapshot,
+            location: st.location,
+            ruby_frames: st.ruby.len() as u32,
+            native_frames: st.native.len() as u32,
+            _reserved: 0,
+            key: key_of(name),
+            name: name.as_ptr(),
+            name_len: name.len(),
+            frames: core::ptr::null(),
+            frames_len: 0,
+        });
+    }
+    for (row, text) in rows.iter_mut().zip(&texts) {
+        row.frames = text.as_ptr();
+        row.frames_len = text.len();
+    }
+    // one row per call, as batches may come in any size
+    for row in &rows {
+        sink(ctx, row, 1);
+    }
+    STATUS_OK
+}
+
+unsafe extern "C" fn recording(out: *mut Recording) {
+    out.write(Recording { bt: 16, ruby_bt: 8 });
+}
+
+static APP_ROOT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn set_app_root(
+    dir: *const u8,
+    len: usize,
+    sink: BytesSink,
+    ctx: *mut c_void,
+) -> i32 {
+    let dir = if len == 0 {
+        &[][..]
+    } else {
+        core::slice::from_raw_parts(dir, len)
+    };
+    if dir == b"/nonexistent" {
+        let msg = b"No such file or directory";
+        sink(ctx, msg.as_ptr(), msg.len());
+        return STATUS_INVALID;
+    }
+    *APP_ROOT.lock().unwrap() = dir.to_vec();
+    STATUS_OK
+}
+
+unsafe extern "C" fn app_root(sink: BytesSink, ctx: *mut c_void) {
+    let root = APP_ROOT.lock().unwrap().clone();
+    if !root.is_empty() {
+        sink(ctx, root.as_ptr(), root.len());
+    }
+}
+
 static mut API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
     struct_size: core::mem::size_of::<PreloadApi>() as u32,
@@ -371,6 +486,10 @@ static mut API: PreloadApi = PreloadApi {
     heap_stats,
     heap_page_size,
     render,
+    stacks,
+    recording,
+    set_app_root,
+    app_root,
 };
 
 #[no_mangle]

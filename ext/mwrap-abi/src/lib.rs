@@ -18,7 +18,7 @@ use core::ffi::c_void;
 
 /// Version of [`PreloadApi`]. Both libraries are built from one tree, so a
 /// mismatch means a stale preload library is first in `LD_PRELOAD`.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Name of the exported function returning `*const PreloadApi`.
 pub const PRELOAD_API_SYMBOL: &[u8] = b"mwrap_preload_api\0";
@@ -34,6 +34,8 @@ pub const STATUS_OK: i32 = 0;
 pub const STATUS_UNKNOWN: i32 = -1;
 /// Status: the preload could not get memory for the copy (`errno` ENOMEM).
 pub const STATUS_NO_MEMORY: i32 = 12;
+/// Status: the argument was refused; the reason went to the sink.
+pub const STATUS_INVALID: i32 = 22;
 
 /// A copy of one location's counters, summed over its shards.
 #[repr(C)]
@@ -169,8 +171,43 @@ pub struct Totals {
     pub freed: u64,
 }
 
+/// One (location, stack) pair: the counters of what was charged to the
+/// location with that stack, the location, and the stack's frames as
+/// printed names (escaped, so none holds a newline), each followed by
+/// `\n`: `ruby_frames` Ruby frames (`path:line`), then `native_frames`
+/// native ones, innermost first. No frames: what the location was charged
+/// without a stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackRow {
+    pub snapshot: SiteSnapshot,
+    /// The location's id, key and printed name.
+    pub location: u32,
+    pub ruby_frames: u32,
+    pub native_frames: u32,
+    pub _reserved: u32,
+    pub key: LocationKey,
+    pub name: *const u8,
+    pub name_len: usize,
+    pub frames: *const u8,
+    pub frames_len: usize,
+}
+
+/// What allocations record besides their location (`MWRAP=bt`, `ruby_bt`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recording {
+    pub bt: u32,
+    pub ruby_bt: u32,
+}
+
 /// [`PreloadApi::render`]: mwrap 2.x's dump text (`"%16zu %12zu %s\n"`).
 pub const RENDER_TEXT: u32 = 1;
+/// [`PreloadApi::render`]: flame graph input, one line per stack with live
+/// bytes (`min` applies to live bytes).
+pub const RENDER_FOLDED: u32 = 2;
+/// [`PreloadApi::render`]: one JSON document of locations and their stacks.
+pub const RENDER_JSON: u32 = 3;
 
 /// Receives a batch of site rows.
 pub type SiteRowSink = unsafe extern "C" fn(ctx: *mut c_void, rows: *const SiteRow, n: usize);
@@ -182,6 +219,8 @@ pub type HeapPageSink =
     unsafe extern "C" fn(ctx: *mut c_void, pages: *const HeapPageInfo, n: usize);
 /// Receives bytes (rendered text).
 pub type BytesSink = unsafe extern "C" fn(ctx: *mut c_void, bytes: *const u8, len: usize);
+/// Receives a batch of stack rows.
+pub type StackRowSink = unsafe extern "C" fn(ctx: *mut c_void, rows: *const StackRow, n: usize);
 
 /// Function table exported by the preload library.
 #[repr(C)]
@@ -228,6 +267,26 @@ pub struct PreloadApi {
     /// `STATUS_*`.
     pub render:
         unsafe extern "C" fn(format: u32, min: u64, sink: BytesSink, ctx: *mut c_void) -> i32,
+    /// Calls `sink` with every (location, stack) pair whose own total is
+    /// strictly above `filter`'s `min_total` (of location `location` only,
+    /// unless 0), largest total first, ties by location name, then frames.
+    /// Returns a `STATUS_*`.
+    pub stacks: unsafe extern "C" fn(
+        filter: *const SiteFilter,
+        location: u32,
+        sink: StackRowSink,
+        ctx: *mut c_void,
+    ) -> i32,
+    /// What allocations record (`bt`, `ruby_bt`).
+    pub recording: unsafe extern "C" fn(out: *mut Recording),
+    /// Sets the application root (`MWRAP=app_root`) to the directory
+    /// `dir[..len]`, or turns it off when `len` is 0. `STATUS_INVALID` (the
+    /// reason to `sink`) when it is no directory.
+    pub set_app_root:
+        unsafe extern "C" fn(dir: *const u8, len: usize, sink: BytesSink, ctx: *mut c_void) -> i32,
+    /// Calls `sink` with the application root (absolute), or not at all
+    /// when there is none.
+    pub app_root: unsafe extern "C" fn(sink: BytesSink, ctx: *mut c_void),
 }
 
 #[cfg(test)]
@@ -246,6 +305,7 @@ mod tests {
         assert_eq!(size_of::<SiteFilter>(), 24);
         assert_eq!(size_of::<HeapPageStats>(), 8 + 2 * 40 + 8);
         assert_eq!(offset_of!(PreloadApi, sites), 8);
-        assert_eq!(size_of::<PreloadApi>(), 8 + 15 * 8);
+        assert_eq!(size_of::<PreloadApi>(), 8 + 19 * 8);
+        assert_eq!(size_of::<StackRow>(), 72 + 16 + 48 + 32);
     }
 }

@@ -9,6 +9,7 @@
 
 pub use mwrap_abi as abi;
 
+pub mod app_root;
 pub mod errno;
 pub mod files;
 pub mod format;

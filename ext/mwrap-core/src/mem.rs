@@ -57,6 +57,10 @@ unsafe impl ZeroInit for u64 {}
 unsafe impl ZeroInit for usize {}
 // SAFETY: an atomic of zero bytes holds 0.
 unsafe impl ZeroInit for core::sync::atomic::AtomicU64 {}
+// SAFETY: as above.
+unsafe impl ZeroInit for core::sync::atomic::AtomicU32 {}
+// SAFETY: an atomic pointer of zero bytes is null.
+unsafe impl<T> ZeroInit for AtomicPtr<T> {}
 
 /// An array that grows in chunks of `CHUNK` elements mapped on demand and
 /// never moved or freed, so a reader needs no lock: element `i` is valid

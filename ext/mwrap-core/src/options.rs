@@ -72,6 +72,7 @@ impl Options {
 pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
     let mut opts = Options::default();
     let mut problems = Vec::new();
+    let mut unknown_keys = false;
     for item in value.split(|&b| b == b',') {
         let item = trim(item);
         if item.is_empty() {
@@ -152,12 +153,22 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
                     opts.app_root = Some(val.to_vec());
                 }
             }
-            _ => problems.push(format!(
-                "unknown key {} (known keys: {})",
-                quoted(key),
-                KNOWN_KEYS.join(", ")
-            )),
+            _ => {
+                problems.push(format!("unknown key {}", quoted(key)));
+                unknown_keys = true;
+            }
         }
+    }
+    if unknown_keys {
+        // Once, however many keys were unknown: the line stays short.
+        problems.push(format!("known keys: {}", KNOWN_KEYS.join(", ")));
+    }
+    if opts.dump_heap != 0 && opts.dump_format != DumpFormat::Text {
+        problems.push(format!(
+            "dump_heap goes with dump_format:text only (the heap part is text); dump_heap {} ignored",
+            opts.dump_heap
+        ));
+        opts.dump_heap = 0;
     }
     (opts, problems)
 }
@@ -316,8 +327,9 @@ mod tests {
         let (o, p) = parse(b"foo:1,dump_fd:-1,dump_min:12x,dump_min:99999999999999999999999,nocolon,dump_path:,dump_fd:4");
         assert_eq!(o.dump_fd, Some(4));
         assert_eq!(o.dump_min, 0);
-        assert_eq!(p.len(), 6, "{p:?}");
+        assert_eq!(p.len(), 7, "{p:?}");
         assert!(p[0].contains("unknown key \"foo\""));
+        assert!(p[6].starts_with("known keys: dump_path, dump_fd"), "{p:?}");
         assert!(p[1].contains("dump_fd \"-1\""));
         assert!(p[2].contains("dump_min \"12x\""));
         assert!(p[3].contains("dump_min \"99999999999999999999999\""));
@@ -334,7 +346,7 @@ mod tests {
         v.extend(std::iter::repeat_n(b'k', 10_000));
         v.extend_from_slice(b":2");
         let (_, p) = parse(&v);
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.len(), 3);
         assert!(p[0].contains("\\xff\\xfe"));
         assert!(p[1].len() < 300, "{}", p[1]);
         assert!(p[1].contains("(10000 bytes)"));

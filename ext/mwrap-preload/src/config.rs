@@ -8,6 +8,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use mwrap_core::app_root::AppRoot;
 use mwrap_core::errno;
 use mwrap_core::options::{self, Options};
 
@@ -101,6 +102,10 @@ pub struct Config {
     pub dump_path: Option<Vec<u8>>,
     /// stderr as it was at start-up, for the dump's own error messages.
     pub stderr: Option<SavedFd>,
+    /// Native frames per allocation (`bt`, 0 where it cannot be had).
+    pub bt: u8,
+    /// The checked `app_root`.
+    pub app_root: Option<AppRoot>,
 }
 
 impl Config {
@@ -147,11 +152,59 @@ pub fn from_env() -> Config {
     if config.wants_dump() || options.wants_dump() {
         config.stderr = SavedFd::save(2).ok();
     }
+    if options.bt > 0 && !cfg!(target_arch = "x86_64") {
+        problems.push(format!(
+            "bt:{} needs an x86_64 build (native stacks are unwound from x86_64 call frame information)",
+            options.bt
+        ));
+    }
+    config.bt = if cfg!(target_arch = "x86_64") {
+        options.bt
+    } else {
+        0
+    };
+    if let Some(dir) = &options.app_root {
+        match app_root(dir) {
+            Ok(root) => config.app_root = Some(root),
+            Err(e) => problems.push(format!("app_root {}: {e}", options::quoted(dir))),
+        }
+    }
     if let Some(line) = options::problems_line(&problems) {
         write_stderr(line.as_bytes());
     }
     config.options = options;
     config
+}
+
+/// The application root of `MWRAP=app_root` (or `Mwrap.app_root=`): an
+/// existing directory, as given and resolved, with the working directory
+/// relative Ruby file names are taken against. The error says why not.
+pub fn app_root(dir: &[u8]) -> Result<AppRoot, String> {
+    let mut c = dir.to_vec();
+    c.push(0);
+    let mut resolved = [0u8; libc::PATH_MAX as usize];
+    let ok = errno::preserved(|| {
+        // SAFETY: `c` is NUL-terminated; realpath writes at most PATH_MAX
+        // bytes into `resolved`.
+        let r = unsafe { libc::realpath(c.as_ptr().cast(), resolved.as_mut_ptr().cast()) };
+        if r.is_null() {
+            return Err(errno::get());
+        }
+        // SAFETY: stat fills a plain struct.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: `resolved` is NUL-terminated now.
+        if unsafe { libc::stat(resolved.as_ptr().cast(), &mut st) } != 0 {
+            return Err(errno::get());
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(libc::ENOTDIR);
+        }
+        Ok(())
+    });
+    ok.map_err(strerror)?;
+    let len = resolved.iter().position(|&b| b == 0).unwrap_or(0);
+    let cwd = absolute(b".").map_err(strerror)?;
+    Ok(AppRoot::new(dir, Some(&resolved[..len]), &cwd))
 }
 
 /// `path` made absolute against the current directory.

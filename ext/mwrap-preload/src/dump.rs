@@ -11,14 +11,13 @@
 
 use core::ffi::c_void;
 
-use mwrap_core::abi::{HeapPageInfo, SiteFilter};
+use mwrap_core::abi::{HeapPageInfo, RENDER_FOLDED, RENDER_JSON, RENDER_TEXT};
 use mwrap_core::errno;
-use mwrap_core::options::{self, DUMP_HEAP_ONLY, DUMP_HEAP_PAGES};
-use mwrap_core::{read, render};
+use mwrap_core::options::{self, DumpFormat, DUMP_HEAP_ONLY, DUMP_HEAP_PAGES};
+use mwrap_core::render;
 
 use crate::config::{identity, open_for_append, Config, SavedFd};
 use crate::diag::{strerror, write_all};
-use crate::names::Dladdr;
 use crate::per_thread::{self, lock_cx};
 use crate::state::{current_generation, CONFIG, HEAP, SITES};
 
@@ -53,13 +52,13 @@ fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<V
     let opts = &config.options;
     let mut text = Vec::new();
     if opts.dump_heap & DUMP_HEAP_ONLY == 0 {
-        let filter = SiteFilter {
-            min_total: opts.dump_min,
-            ..Default::default()
+        let format = match opts.dump_format {
+            DumpFormat::Text => RENDER_TEXT,
+            DumpFormat::Folded => RENDER_FOLDED,
+            DumpFormat::Json => RENDER_JSON,
         };
-        let rows = read::sites(&SITES, &cx, &filter, &Dladdr).ok()?;
-        text.try_reserve(rows.len() * 80).ok()?;
-        render::text(&rows, &mut text);
+        text.try_reserve(SITES.site_count() as usize * 80).ok()?;
+        crate::query::render_format(&cx, format, opts.dump_min, &mut text).ok()?;
     }
     if opts.dump_heap != 0 {
         let mut pages: Vec<HeapPageInfo> = Vec::new();

@@ -14,6 +14,7 @@ use mwrap_core::errno;
 use mwrap_core::header::{MAX_REQUEST, MIN_ALIGNMENT};
 use mwrap_core::{LiveAllocation, HEADER_SIZE};
 
+pub use crate::caller::Caller;
 use crate::real;
 use crate::tracker;
 
@@ -42,7 +43,12 @@ fn page_size() -> usize {
 /// `hdr` points to `HEADER_SIZE` writable bytes inside a fresh real block,
 /// followed by `size` user bytes.
 #[inline(always)]
-unsafe fn track(hdr: *mut LiveAllocation, size: usize, align_shift: u32, caller: usize) -> *mut u8 {
+unsafe fn track(
+    hdr: *mut LiveAllocation,
+    size: usize,
+    align_shift: u32,
+    caller: Caller,
+) -> *mut u8 {
     // SAFETY: per this function's contract.
     unsafe {
         LiveAllocation::init(hdr, size, align_shift);
@@ -53,7 +59,7 @@ unsafe fn track(hdr: *mut LiveAllocation, size: usize, align_shift: u32, caller:
 
 /// A plain block (16-byte aligned) of `size` bytes, zeroed if asked.
 #[inline(always)]
-pub fn allocate(size: usize, zeroed: bool, caller: usize) -> *mut c_void {
+pub fn allocate(size: usize, zeroed: bool, caller: Caller) -> *mut c_void {
     if size > MAX_REQUEST {
         return enomem();
     }
@@ -78,7 +84,7 @@ pub fn allocate(size: usize, zeroed: bool, caller: usize) -> *mut c_void {
 
 /// `calloc`: overflow of `n * size` is ENOMEM.
 #[inline]
-pub fn allocate_zeroed(n: usize, size: usize, caller: usize) -> *mut c_void {
+pub fn allocate_zeroed(n: usize, size: usize, caller: Caller) -> *mut c_void {
     match n.checked_mul(size) {
         Some(total) => allocate(total, true, caller),
         None => enomem(),
@@ -87,7 +93,7 @@ pub fn allocate_zeroed(n: usize, size: usize, caller: usize) -> *mut c_void {
 
 /// A block whose user pointer is aligned to `align` (a power of two).
 /// Returns the block or an errno value.
-fn allocate_aligned(align: usize, size: usize, caller: usize) -> Result<*mut c_void, c_int> {
+fn allocate_aligned(align: usize, size: usize, caller: Caller) -> Result<*mut c_void, c_int> {
     debug_assert!(align.is_power_of_two());
     if align <= MIN_ALIGNMENT {
         let p = allocate(size, false, caller);
@@ -140,7 +146,7 @@ pub unsafe fn posix_memalign(
     out: *mut *mut c_void,
     align: usize,
     size: usize,
-    caller: usize,
+    caller: Caller,
 ) -> c_int {
     if align == 0
         || !align.is_power_of_two()
@@ -160,7 +166,7 @@ pub unsafe fn posix_memalign(
 
 /// `memalign` as glibc does it: alignments below 16 act like malloc, a
 /// non-power-of-two is rounded up, and one above `SIZE_MAX/2+1` is EINVAL.
-pub fn memalign(align: usize, size: usize, caller: usize) -> *mut c_void {
+pub fn memalign(align: usize, size: usize, caller: Caller) -> *mut c_void {
     if align > usize::MAX / 2 + 1 {
         errno::set(libc::EINVAL);
         return null_mut();
@@ -177,7 +183,7 @@ pub fn memalign(align: usize, size: usize, caller: usize) -> *mut c_void {
 
 /// `aligned_alloc`: like memalign, but, as documented since glibc 2.38 and
 /// C17, an alignment that is not a power of two is EINVAL.
-pub fn aligned_alloc(align: usize, size: usize, caller: usize) -> *mut c_void {
+pub fn aligned_alloc(align: usize, size: usize, caller: Caller) -> *mut c_void {
     if align == 0 || !align.is_power_of_two() {
         errno::set(libc::EINVAL);
         return null_mut();
@@ -185,12 +191,12 @@ pub fn aligned_alloc(align: usize, size: usize, caller: usize) -> *mut c_void {
     memalign(align, size, caller)
 }
 
-pub fn valloc(size: usize, caller: usize) -> *mut c_void {
+pub fn valloc(size: usize, caller: Caller) -> *mut c_void {
     memalign(page_size(), size, caller)
 }
 
 /// `pvalloc`: page-aligned, size rounded up to whole pages.
-pub fn pvalloc(size: usize, caller: usize) -> *mut c_void {
+pub fn pvalloc(size: usize, caller: Caller) -> *mut c_void {
     let page = page_size();
     match size.checked_add(page - 1) {
         Some(s) => memalign(page, s & !(page - 1), caller),
@@ -222,7 +228,7 @@ pub unsafe fn free(user: *mut c_void) {
 ///
 /// # Safety
 /// `from` is readable for `old.min(size)` bytes.
-unsafe fn copy_to_new(from: *const u8, old: usize, size: usize, caller: usize) -> *mut c_void {
+unsafe fn copy_to_new(from: *const u8, old: usize, size: usize, caller: Caller) -> *mut c_void {
     let new = allocate(size, false, caller);
     if !new.is_null() {
         // SAFETY: `new` has room for `size` bytes; `from` per the contract.
@@ -237,7 +243,7 @@ unsafe fn copy_to_new(from: *const u8, old: usize, size: usize, caller: usize) -
 ///
 /// # Safety
 /// `user` is null or a live block of ours, as for the C function.
-pub unsafe fn realloc(user: *mut c_void, size: usize, caller: usize) -> *mut c_void {
+pub unsafe fn realloc(user: *mut c_void, size: usize, caller: Caller) -> *mut c_void {
     if user.is_null() {
         return allocate(size, false, caller);
     }
@@ -287,7 +293,12 @@ pub unsafe fn realloc(user: *mut c_void, size: usize, caller: usize) -> *mut c_v
 ///
 /// # Safety
 /// As for [`realloc`].
-pub unsafe fn reallocarray(user: *mut c_void, n: usize, size: usize, caller: usize) -> *mut c_void {
+pub unsafe fn reallocarray(
+    user: *mut c_void,
+    n: usize,
+    size: usize,
+    caller: Caller,
+) -> *mut c_void {
     match n.checked_mul(size) {
         // SAFETY: per this function's contract.
         Some(total) => unsafe { realloc(user, total, caller) },
@@ -367,20 +378,20 @@ mod tests {
     fn plain_blocks_round_trip_through_realloc() {
         // SAFETY: the blocks are the hooks' own, each freed once.
         unsafe {
-            let p = allocate(100, false, 0x1234) as *mut u8;
+            let p = allocate(100, false, Caller::default()) as *mut u8;
             assert!(!p.is_null());
             assert_eq!(p as usize % MIN_ALIGNMENT, 0);
             assert_eq!(usable_size(p.cast()), 100);
             for i in 0..100 {
                 *p.add(i) = i as u8;
             }
-            let q = realloc(p.cast(), 10_000, 0x1234) as *mut u8;
+            let q = realloc(p.cast(), 10_000, Caller::default()) as *mut u8;
             assert!(!q.is_null());
             assert_eq!(usable_size(q.cast()), 10_000);
             assert!((0..100).all(|i| *q.add(i) == i as u8));
-            let r = realloc(q.cast(), 10, 0x1234) as *mut u8;
+            let r = realloc(q.cast(), 10, Caller::default()) as *mut u8;
             assert!((0..10).all(|i| *r.add(i) == i as u8));
-            assert!(realloc(r.cast(), 0, 0x1234).is_null()); // freed
+            assert!(realloc(r.cast(), 0, Caller::default()).is_null()); // freed
             free(core::ptr::null_mut());
         }
     }
@@ -389,15 +400,15 @@ mod tests {
     fn zeroed_and_overflowing_requests() {
         // SAFETY: the blocks are the hooks' own, each freed once.
         unsafe {
-            let p = allocate_zeroed(10, 100, 0) as *mut u8;
+            let p = allocate_zeroed(10, 100, Caller::default()) as *mut u8;
             assert!((0..1000).all(|i| *p.add(i) == 0));
             free(p.cast());
-            assert!(allocate_zeroed(usize::MAX / 2, 3, 0).is_null());
+            assert!(allocate_zeroed(usize::MAX / 2, 3, Caller::default()).is_null());
             assert_eq!(errno::get(), libc::ENOMEM);
-            assert!(allocate(usize::MAX - 8, false, 0).is_null());
+            assert!(allocate(usize::MAX - 8, false, Caller::default()).is_null());
             assert_eq!(errno::get(), libc::ENOMEM);
-            let p = allocate(8, false, 0);
-            assert!(reallocarray(p, usize::MAX / 2, 3, 0).is_null());
+            let p = allocate(8, false, Caller::default());
+            assert!(reallocarray(p, usize::MAX / 2, 3, Caller::default()).is_null());
             assert_eq!(errno::get(), libc::ENOMEM);
             free(p); // still ours after the failed reallocarray
         }
@@ -409,22 +420,32 @@ mod tests {
         unsafe {
             for align in [8usize, 16, 32, 64, 4096, 65536] {
                 let mut out = core::ptr::null_mut();
-                assert_eq!(posix_memalign(&mut out, align, 333, 0), 0, "align {align}");
+                assert_eq!(
+                    posix_memalign(&mut out, align, 333, Caller::default()),
+                    0,
+                    "align {align}"
+                );
                 assert_eq!(out as usize % align, 0);
                 assert_eq!(usable_size(out), 333);
-                let grown = realloc(out, 5000, 0);
+                let grown = realloc(out, 5000, Caller::default());
                 assert!(!grown.is_null());
                 free(grown);
             }
             let mut out = core::ptr::null_mut();
-            assert_eq!(posix_memalign(&mut out, 3, 8, 0), libc::EINVAL);
-            assert_eq!(posix_memalign(&mut out, 0, 8, 0), libc::EINVAL);
-            assert!(aligned_alloc(24, 48, 0).is_null());
+            assert_eq!(
+                posix_memalign(&mut out, 3, 8, Caller::default()),
+                libc::EINVAL
+            );
+            assert_eq!(
+                posix_memalign(&mut out, 0, 8, Caller::default()),
+                libc::EINVAL
+            );
+            assert!(aligned_alloc(24, 48, Caller::default()).is_null());
             assert_eq!(errno::get(), libc::EINVAL);
-            let p = memalign(24, 48, 0); // rounded up to 32, as glibc does
+            let p = memalign(24, 48, Caller::default()); // rounded up to 32, as glibc does
             assert_eq!(p as usize % 32, 0);
             free(p);
-            let v = pvalloc(1, 0);
+            let v = pvalloc(1, Caller::default());
             assert_eq!(v as usize % page_size(), 0);
             assert_eq!(usable_size(v), page_size());
             free(v);

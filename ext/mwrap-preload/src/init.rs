@@ -4,7 +4,9 @@
 //! fork gate to its cheap side, and register the fork handlers. Runs with
 //! the recursion guard held, so whatever it allocates is untracked.
 
-use crate::state::{begin_start, finish_start, started, CONFIG, GATE};
+use crate::state::{
+    begin_start, finish_start, set_app_root, set_frame_counts, started, CONFIG, GATE,
+};
 use crate::{config, lifecycle, per_thread, ruby};
 
 #[cold]
@@ -12,7 +14,10 @@ pub fn start() {
     if !begin_start() {
         return; // another thread is starting; its allocations count later
     }
-    CONFIG.set(config::from_env());
+    let mut config = config::from_env();
+    set_frame_counts(config.bt, config.options.ruby_bt);
+    set_app_root(config.app_root.take());
+    CONFIG.set(config);
     ruby::attach();
     GATE.use_membarrier();
     lifecycle::register_fork_handlers();

@@ -18,15 +18,18 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
+mod caller;
 mod config;
 mod diag;
 mod dump;
+mod frames;
 pub mod hooks;
 mod init;
 mod lifecycle;
 mod loader;
 mod locate;
 mod names;
+mod nogvl;
 mod per_thread;
 mod query;
 mod real;
@@ -34,6 +37,7 @@ mod ruby;
 mod state;
 mod thread_data;
 pub mod tracker;
+mod unwind;
 
 // Rust's own allocations in the preload bypass our hooks.
 #[cfg(not(test))]

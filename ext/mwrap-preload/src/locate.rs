@@ -1,14 +1,22 @@
 //! Which location an allocation is charged to: the Ruby line running on
-//! this thread when Ruby may be asked (see `ruby`), else the native caller
-//! (the return address of the `malloc` call).
+//! this thread when Ruby may be asked (see `ruby`), the Ruby line it
+//! released the GVL from (see `nogvl`), else the native caller (the return
+//! address of the `malloc` call). With stacks on (`MWRAP=bt`, `ruby_bt`,
+//! `app_root`), also which stack: the site of the (location, stack) pair.
 
+use mwrap_core::stacks::{RubyFrame, Stack, StackId};
 use mwrap_core::SiteKey;
 
+use crate::caller::Caller;
+use crate::frames::{self, FrameCaches};
 use crate::per_thread::{lock_cx, Record};
 use crate::real;
-use crate::ruby;
-use crate::state::{code_epoch, current_generation, saw_generation, SITES};
+use crate::ruby::{self, RawFrame};
+use crate::state::{
+    code_epoch, current_generation, dlclose_epoch, recording, saw_generation, SITES, STACKS,
+};
 use crate::thread_data::ThreadData;
+use crate::unwind;
 use mwrap_core::LiveAllocation;
 
 /// Where an allocation made now on this thread goes, and the GC generation
@@ -38,7 +46,241 @@ pub fn locate(record: &'static Record, data: &ThreadData, caller: usize) -> (u32
             }
         }
     }
+    if let Some(site) = released_gvl_site(data) {
+        return (site, current_generation());
+    }
     (native_site(record, data, caller), current_generation())
+}
+
+/// The site of the Ruby line this thread released the GVL from, while it
+/// runs without it.
+#[inline]
+fn released_gvl_site(data: &ThreadData) -> Option<u32> {
+    let site = data.nogvl_site.get();
+    (site != 0).then_some(site)
+}
+
+/// [`locate`] with stacks on: the site of the allocation's (location,
+/// stack) pair, or of the location alone when there are no frames or the
+/// tables are full (so that per-location numbers never depend on stacks).
+#[inline(never)]
+pub fn locate_stacked(record: &'static Record, data: &ThreadData, caller: Caller) -> (u32, u64) {
+    let Some(fc) = frames::caches(record) else {
+        return locate(record, data, caller.pc);
+    };
+    let rec = recording();
+    let mut ruby_n = 0;
+    let mut located = None;
+    if ruby::attached() {
+        if (rec.ruby_bt > 0 || rec.app_root.is_some()) && ruby::can_walk_frames() {
+            if let Some((site, generation, n)) = walked_location(record, data, fc, rec.ruby_bt) {
+                ruby_n = n;
+                located = Some((site, generation));
+            } else if let Some(site) = released_gvl_site(data) {
+                ruby_n = noted_frames(data, fc, rec.ruby_bt);
+                located = Some((site, current_generation()));
+            }
+        } else {
+            located = Some(locate(record, data, caller.pc));
+        }
+    }
+    let (location, generation) =
+        located.unwrap_or_else(|| (native_site(record, data, caller.pc), current_generation()));
+    let native_n = if rec.bt > 0 {
+        unwind::capture(caller, &mut fc.rules, &mut fc.native[..rec.bt])
+    } else {
+        0
+    };
+    let stack = Stack {
+        native: &fc.native[..native_n],
+        ruby: &fc.ruby[..ruby_n],
+    };
+    if stack.is_empty() || location == mwrap_core::abi::UNTRACKED_SITE {
+        return (location, generation);
+    }
+    let site = stack_site(record, &mut fc.stack_sites, location, &stack);
+    (site.unwrap_or(location), generation)
+}
+
+/// Walks this thread's Ruby frames (when Ruby may be asked): the site of
+/// the location (the innermost frame, or with `app_root` the innermost
+/// one under it), the GC generation, and how many frames (at most
+/// `keep`) are resolved into `fc.ruby`.
+fn walked_location(
+    record: &'static Record,
+    data: &ThreadData,
+    fc: &mut FrameCaches,
+    keep: usize,
+) -> Option<(u32, u64, usize)> {
+    let root = recording().app_root;
+    let depth = if root.is_some() { fc.raw.len() } else { keep };
+    let walk = ruby::walk_frames(data, &mut fc.raw[..depth.max(1)])?;
+    let (n, generation) = (walk.frames, walk.generation);
+    saw_generation(generation);
+    if n == 0 {
+        return None;
+    }
+    let keep = keep.min(walk.shown);
+    let epoch = code_epoch();
+    let mut chosen = None;
+    let mut resolved = 0;
+    for i in 0..n {
+        // Frame 0 is always needed: it is the location without app_root.
+        if i >= keep.max(1) && (root.is_none() || chosen.is_some()) {
+            break;
+        }
+        let raw = fc.raw[i];
+        let Some(frame) = resolve(record, fc, &raw, epoch) else {
+            break;
+        };
+        fc.ruby[i] = frame;
+        resolved = i + 1;
+        if chosen.is_none() && root.is_some_and(|r| under_root(r, frame)) {
+            chosen = Some(i);
+        }
+    }
+    if resolved == 0 {
+        return None;
+    }
+    let i = chosen.unwrap_or(0);
+    let site = frame_site(record, data, &fc.raw[i], fc.ruby[i], epoch)?;
+    Some((site, generation, resolved.min(keep)))
+}
+
+/// The `file:line` of a walked frame, from this thread's cache or Ruby.
+fn resolve(
+    record: &'static Record,
+    fc: &mut FrameCaches,
+    raw: &RawFrame,
+    epoch: u64,
+) -> Option<RubyFrame> {
+    if let Some(f) = fc.cached_line(raw, epoch) {
+        return Some(f);
+    }
+    // SAFETY: `raw` was just walked on this thread, which still holds the
+    // GVL with no GC running.
+    let (file, line) = unsafe { ruby::frame_location(raw) }?;
+    // SAFETY: Ruby returned a NUL-terminated file name.
+    let name = unsafe { core::ffi::CStr::from_ptr(file) }.to_bytes();
+    let file = SITES.files().intern(&lock_cx(record), name)?;
+    let frame = RubyFrame::new(file, line);
+    // SAFETY: as above.
+    if watch(unsafe { ruby::frame_code(raw) }) {
+        fc.cache_line(raw, epoch, frame);
+    }
+    Some(frame)
+}
+
+/// Whether `frame`'s file is under the application's root.
+fn under_root(root: &mwrap_core::app_root::AppRoot, frame: RubyFrame) -> bool {
+    crate::state::file_under_root(frame.file(), || {
+        SITES
+            .files()
+            .get(frame.file())
+            .is_some_and(|name| root.contains(name))
+    })
+}
+
+/// The site of a walked frame's line (cached like [`locate`]'s).
+fn frame_site(
+    record: &'static Record,
+    data: &ThreadData,
+    raw: &RawFrame,
+    frame: RubyFrame,
+    epoch: u64,
+) -> Option<u32> {
+    let key = (raw.iseq, raw.pc, raw.path);
+    if let Some(site) = data.cached_ruby_site(key, epoch) {
+        return Some(site);
+    }
+    let site = SITES.intern(
+        &lock_cx(record),
+        SiteKey::Ruby {
+            file: frame.file(),
+            line: frame.line(),
+        },
+    );
+    // SAFETY: as in `resolve`.
+    if watch(unsafe { ruby::frame_code(raw) }) {
+        data.cache_ruby_site(key, epoch, site);
+    }
+    Some(site)
+}
+
+/// The Ruby frames noted when this thread released the GVL, into
+/// `fc.ruby` (at most `keep`); how many.
+fn noted_frames(data: &ThreadData, fc: &mut FrameCaches, keep: usize) -> usize {
+    let Some(stored) = STACKS.get(StackId(data.nogvl_stack.get())) else {
+        return 0;
+    };
+    let mut n = 0;
+    for (slot, frame) in fc.ruby[..keep].iter_mut().zip(stored.ruby()) {
+        *slot = frame;
+        n += 1;
+    }
+    n
+}
+
+/// The site of `stack` at `location`, from this thread's cache (checked
+/// against the tables) or interned; None when the tables are full.
+fn stack_site(
+    record: &'static Record,
+    cache: &mut frames::StackSites,
+    location: u32,
+    stack: &Stack<'_>,
+) -> Option<u32> {
+    let hash = stack.hash();
+    if let Some(site) = cache.get(hash, location) {
+        if let Some(SiteKey::Stack {
+            location: l,
+            stack: id,
+        }) = SITES.key(site)
+        {
+            if l == location && STACKS.holds(id, stack) {
+                return Some(site);
+            }
+        }
+    }
+    let cx = lock_cx(record);
+    let id = STACKS.intern(&cx, stack, dlclose_epoch())?;
+    let site = SITES.intern_stack(&cx, location, id)?;
+    cache.set(hash, location, site);
+    Some(site)
+}
+
+/// The location (and, with `ruby_bt`, the Ruby frames as a stack) this
+/// thread runs at now, for a note before it releases the GVL; None when
+/// Ruby may not be asked.
+pub fn ruby_location_now(record: &'static Record, data: &ThreadData) -> Option<(u32, u32)> {
+    if !ruby::attached() {
+        return None;
+    }
+    let rec = recording();
+    if (rec.ruby_bt > 0 || rec.app_root.is_some()) && ruby::can_walk_frames() {
+        let fc = frames::caches(record)?;
+        let (site, _, n) = walked_location(record, data, fc, rec.ruby_bt)?;
+        let stack = Stack {
+            native: &[],
+            ruby: &fc.ruby[..n],
+        };
+        let id = STACKS
+            .intern(&lock_cx(record), &stack, dlclose_epoch())
+            .map_or(0, |s| s.0);
+        return Some((site, id));
+    }
+    let frame = ruby::current_frame(data)?;
+    let epoch = code_epoch();
+    if let Some(site) = data.cached_ruby_site(frame.key, epoch) {
+        return Some((site, 0));
+    }
+    let (file, line) = frame.location()?;
+    // SAFETY: Ruby returned a NUL-terminated file name.
+    let name = unsafe { core::ffi::CStr::from_ptr(file) }.to_bytes();
+    let file = SITES.files().intern(&lock_cx(record), name)?;
+    Some((
+        SITES.intern(&lock_cx(record), SiteKey::Ruby { file, line }),
+        0,
+    ))
 }
 
 /// Marks the frame's compiled code so that freeing it ends the epoch of the
@@ -46,7 +288,12 @@ pub fn locate(record: &'static Record, data: &ThreadData, caller: usize) -> (u32
 /// of ours (the frame is then not cached).
 #[cold]
 fn watch_code(frame: &ruby::RubyFrame) -> bool {
-    let Some((code, size)) = frame.code() else {
+    watch(frame.code())
+}
+
+/// [`watch_code`] for a block of compiled code and its size.
+fn watch(code: Option<(*const u8, usize)>) -> bool {
+    let Some((code, size)) = code else {
         return false;
     };
     if real::boot_owns(code) {

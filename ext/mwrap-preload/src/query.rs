@@ -7,9 +7,10 @@
 use core::ffi::c_void;
 
 use mwrap_core::abi::{
-    BytesSink, HeapPageSink, HeapPageStats, LiveSink, LocationKey, PreloadApi, SiteFilter, SiteRow,
-    SiteRowSink, SiteSnapshot, Totals, ABI_VERSION, LOCATION_NATIVE, LOCATION_NO_MEMORY,
-    LOCATION_OVERFLOW, LOCATION_RUBY, RENDER_TEXT, STATUS_NO_MEMORY, STATUS_OK, STATUS_UNKNOWN,
+    BytesSink, HeapPageSink, HeapPageStats, LiveSink, LocationKey, PreloadApi, Recording,
+    SiteFilter, SiteRow, SiteRowSink, SiteSnapshot, StackRow, StackRowSink, Totals, ABI_VERSION,
+    LOCATION_NATIVE, LOCATION_NO_MEMORY, LOCATION_OVERFLOW, LOCATION_RUBY, RENDER_FOLDED,
+    RENDER_JSON, RENDER_TEXT, STATUS_INVALID, STATUS_NO_MEMORY, STATUS_OK, STATUS_UNKNOWN,
     UNTRACKED_SITE,
 };
 use mwrap_core::lock::LockCx;
@@ -20,7 +21,7 @@ use mwrap_core::SiteKey;
 use crate::names::Dladdr;
 use crate::per_thread::{self, lock_cx};
 use crate::ruby;
-use crate::state::{current_generation, HEAP, SITES};
+use crate::state::{current_generation, HEAP, SITES, STACKS};
 
 pub static API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
@@ -40,6 +41,10 @@ pub static API: PreloadApi = PreloadApi {
     heap_stats,
     heap_page_size,
     render,
+    stacks,
+    recording,
+    set_app_root,
+    app_root,
 };
 
 /// Runs `f` with this thread's lock context and the recursion guard held;
@@ -67,7 +72,7 @@ fn location_key(key: SiteKey) -> LocationKey {
         }
         SiteKey::Overflow => k.kind = LOCATION_OVERFLOW,
         SiteKey::NoMemory => k.kind = LOCATION_NO_MEMORY,
-        SiteKey::Unset => {}
+        SiteKey::Unset | SiteKey::Stack { .. } => {}
     }
     k
 }
@@ -237,18 +242,9 @@ impl LineSink for SinkLines {
 }
 
 unsafe extern "C" fn render(format: u32, min: u64, sink: BytesSink, ctx: *mut c_void) -> i32 {
-    if format != RENDER_TEXT {
+    if ![RENDER_TEXT, RENDER_FOLDED, RENDER_JSON].contains(&format) {
         return STATUS_UNKNOWN;
     }
-    let filter = SiteFilter {
-        min_total: min,
-        ..Default::default()
-    };
-    let Ok(rows) = reading(Err(()), |cx| {
-        read::sites(&SITES, cx, &filter, &Dladdr).map_err(|_| ())
-    }) else {
-        return STATUS_NO_MEMORY;
-    };
     let mut out = SinkLines {
         sink,
         ctx,
@@ -257,7 +253,140 @@ unsafe extern "C" fn render(format: u32, min: u64, sink: BytesSink, ctx: *mut c_
     if out.buf.try_reserve(SinkLines::PIECE).is_err() {
         return STATUS_NO_MEMORY;
     }
-    render::text(&rows, &mut out);
+    if reading(Err(()), |cx| render_format(cx, format, min, &mut out)).is_err() {
+        return STATUS_NO_MEMORY;
+    }
     out.flush();
     STATUS_OK
+}
+
+/// Renders `format` (a `RENDER_*`) of what is above `min` (the total for
+/// text and JSON, live bytes for folded) into `out`: the one place every
+/// output (this ABI and the exit dump) turns a format into lines.
+pub fn render_format(
+    cx: &LockCx<'_>,
+    format: u32,
+    min: u64,
+    out: &mut impl LineSink,
+) -> Result<(), ()> {
+    let filter = SiteFilter {
+        min_total: min,
+        ..Default::default()
+    };
+    let all = SiteFilter::default();
+    let site_rows = |f: &SiteFilter| read::sites(&SITES, cx, f, &Dladdr).map_err(|_| ());
+    let stack_rows = || read::stacks(&SITES, &STACKS, cx, &all, None, &Dladdr).map_err(|_| ());
+    match format {
+        RENDER_FOLDED => render::folded(&stack_rows()?, min, out),
+        RENDER_JSON => render::json(&site_rows(&filter)?, &stack_rows()?, out),
+        _ => render::text(&site_rows(&filter)?, out),
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn stacks(
+    filter: *const SiteFilter,
+    location: u32,
+    sink: StackRowSink,
+    ctx: *mut c_void,
+) -> i32 {
+    // SAFETY: the extension passes a valid filter or null.
+    let filter = unsafe { filter.as_ref() }.copied().unwrap_or_default();
+    if location != 0 && SITES.key(location).is_none_or(|k| !k.is_location()) {
+        return STATUS_UNKNOWN;
+    }
+    let only = (location != 0).then_some(location);
+    let Ok(rows) = reading(Err(()), |cx| {
+        read::stacks(&SITES, &STACKS, cx, &filter, only, &Dladdr).map_err(|_| ())
+    }) else {
+        return STATUS_NO_MEMORY;
+    };
+    // Frames of a row, one name and a newline each, in one buffer per batch.
+    const BATCH: usize = 256;
+    let mut batch: Vec<StackRow> = Vec::new();
+    let mut text: Vec<u8> = Vec::new();
+    if batch.try_reserve(BATCH.min(rows.len())).is_err() {
+        return STATUS_NO_MEMORY;
+    }
+    for chunk in rows.rows().chunks(BATCH) {
+        batch.clear();
+        text.clear();
+        let mut spans = Vec::new();
+        if spans.try_reserve(chunk.len()).is_err() {
+            return STATUS_NO_MEMORY;
+        }
+        for r in chunk {
+            let start = text.len();
+            for f in rows.ruby_frames(r).chain(rows.native_frames(r)) {
+                if text.try_reserve(f.len() + 1).is_err() {
+                    return STATUS_NO_MEMORY;
+                }
+                text.extend_from_slice(f);
+                text.push(b'\n');
+            }
+            spans.push((start, text.len() - start));
+        }
+        for (r, &(start, len)) in chunk.iter().zip(&spans) {
+            let name = rows.location_name(r);
+            batch.push(StackRow {
+                snapshot: r.snapshot,
+                location: r.location,
+                ruby_frames: r.ruby_frames as u32,
+                native_frames: r.native_frames as u32,
+                _reserved: 0,
+                key: location_key(r.key),
+                name: name.as_ptr(),
+                name_len: name.len(),
+                frames: text[start..].as_ptr(),
+                frames_len: len,
+            });
+        }
+        // SAFETY: per the ABI; `batch`, `text` and the names outlive the call.
+        unsafe { sink(ctx, batch.as_ptr(), batch.len()) };
+    }
+    STATUS_OK
+}
+
+unsafe extern "C" fn recording(out: *mut Recording) {
+    let r = crate::state::recording();
+    // SAFETY: the extension passes a writable Recording.
+    unsafe {
+        out.write(Recording {
+            bt: r.bt as u32,
+            ruby_bt: r.ruby_bt as u32,
+        })
+    };
+}
+
+unsafe extern "C" fn set_app_root(
+    dir: *const u8,
+    len: usize,
+    sink: BytesSink,
+    ctx: *mut c_void,
+) -> i32 {
+    if len == 0 || dir.is_null() {
+        reading((), |_| crate::state::set_app_root(None));
+        return STATUS_OK;
+    }
+    // SAFETY: the extension passes `len` readable bytes.
+    let dir = unsafe { core::slice::from_raw_parts(dir, len) };
+    match reading(Err(String::new()), |_| crate::config::app_root(dir)) {
+        Ok(root) => {
+            reading((), |_| crate::state::set_app_root(Some(root)));
+            STATUS_OK
+        }
+        Err(why) => {
+            // SAFETY: per the ABI.
+            unsafe { sink(ctx, why.as_ptr(), why.len()) };
+            STATUS_INVALID
+        }
+    }
+}
+
+unsafe extern "C" fn app_root(sink: BytesSink, ctx: *mut c_void) {
+    if let Some(root) = crate::state::recording().app_root {
+        let dir = root.dir();
+        // SAFETY: per the ABI.
+        unsafe { sink(ctx, dir.as_ptr(), dir.len()) };
+    }
 }

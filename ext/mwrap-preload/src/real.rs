@@ -82,14 +82,25 @@ fn resolve_slow() -> Option<&'static RealAllocator> {
     unsafe { (*REAL.0.get()).as_ref() }
 }
 
-/// The next definition of `name`; aborts with a message when there is none,
-/// since no allocation could ever succeed.
+/// The next definition of `name` (ours is at `own`). When an allocator
+/// was preloaded before us (`LD_PRELOAD="libc.so.6 libmwrap_preload.so"`)
+/// there is none after us, and the first definition, that one, is the real
+/// allocator: the program calls it directly, and only our other entry
+/// points (`rb_nogvl`) can bring a thread here. Aborts with a message when
+/// there is none at all, since no allocation could ever succeed.
 ///
 /// # Safety
 /// `name` is NUL-terminated.
 unsafe fn next(name: *const c_char) -> *mut c_void {
     // SAFETY: per this function's contract.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name) };
+    let mut p = unsafe { libc::dlsym(libc::RTLD_NEXT, name) };
+    if p.is_null() {
+        // SAFETY: as above.
+        p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name) };
+        if in_this_library(p) {
+            p = core::ptr::null_mut();
+        }
+    }
     if p.is_null() {
         crate::diag::write_stderr(
             b"mwrap: no real allocator found after the preload (dlsym RTLD_NEXT failed)\n",
@@ -98,6 +109,23 @@ unsafe fn next(name: *const c_char) -> *mut c_void {
         unsafe { libc::abort() };
     }
     p
+}
+
+/// Whether `p` lies in the preload itself (our own address of a name is
+/// not what `crate::api::malloc` evaluates to: references to our exported
+/// symbols go through the GOT, so they can name an interposer).
+fn in_this_library(p: *mut c_void) -> bool {
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: dladdr fills plain structs; only the base addresses are read.
+    unsafe {
+        let mut theirs: libc::Dl_info = core::mem::zeroed();
+        let mut ours: libc::Dl_info = core::mem::zeroed();
+        libc::dladdr(p, &mut theirs) != 0
+            && libc::dladdr(in_this_library as *const c_void, &mut ours) != 0
+            && theirs.dli_fbase == ours.dli_fbase
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -32,6 +32,8 @@ type GcCountFn = unsafe extern "C" fn() -> usize;
 type DuringGcFn = unsafe extern "C" fn() -> c_int;
 type NextCfpFn = unsafe extern "C" fn(*const c_void, *const c_void) -> *const c_void;
 type IseqPathFn = unsafe extern "C" fn(*const c_void) -> usize;
+type IseqLineNoFn = unsafe extern "C" fn(*const c_void, usize) -> u32;
+type StringValuePtrFn = unsafe extern "C" fn(*mut usize) -> *const c_char;
 
 /// Frame layout shared by Ruby 2.6 to 3.4 (vm_core.h):
 /// `rb_execution_context_t { VALUE *vm_stack; size_t vm_stack_size; rb_control_frame_t *cfp; … }`
@@ -39,6 +41,13 @@ type IseqPathFn = unsafe extern "C" fn(*const c_void) -> usize;
 const EC_CFP_OFFSET: usize = 16;
 const CFP_PC_OFFSET: usize = 0;
 const CFP_ISEQ_OFFSET: usize = 16;
+const CFP_EP_OFFSET: usize = 32;
+/// `ep[0]` holds the frame's flags; a C frame has `VM_FRAME_FLAG_CFRAME`.
+const VM_FRAME_FLAG_CFRAME: usize = 0x0080;
+/// `rb_execution_context_t { VALUE *vm_stack; size_t vm_stack_size; … }`:
+/// the control frames grow down from `vm_stack + vm_stack_size`.
+const EC_VM_STACK_OFFSET: usize = 0;
+const EC_VM_STACK_SIZE_OFFSET: usize = 8;
 /// `rb_iseq_t { VALUE flags; VALUE wrapper; struct rb_iseq_constant_body *body; … }`
 /// `rb_iseq_constant_body { enum iseq_type type; unsigned int iseq_size; VALUE *iseq_encoded; … }`
 const ISEQ_BODY_OFFSET: usize = 16;
@@ -57,8 +66,21 @@ struct RubyRuntime {
     /// `rb_vm_get_ruby_level_next_cfp` and `rb_iseq_path`, only when the
     /// frame layout is known.
     next_cfp: Option<(NextCfpFn, IseqPathFn)>,
+    /// What walking every Ruby frame needs (`MWRAP=ruby_bt`, `app_root`,
+    /// GVL notes): `rb_iseq_line_no`, `rb_string_value_ptr` and the size
+    /// of a control frame, when the frame layout is known.
+    frame_walk: Option<FrameWalk>,
     /// `&ruby_current_vm_ptr`.
     vm_ptr: *const *const c_void,
+}
+
+#[derive(Clone, Copy)]
+struct FrameWalk {
+    line_no: IseqLineNoFn,
+    string_ptr: StringValuePtrFn,
+    path: IseqPathFn,
+    /// `sizeof(rb_control_frame_t)`.
+    cfp_size: usize,
 }
 
 /// Where the runtime lives once found: a static, not a heap block, so
@@ -96,15 +118,7 @@ impl RubyFrame {
         // SAFETY: a frame read directly (known layout) is the running
         // Ruby frame of this thread, which holds the GVL with no GC
         // running: its iseq and body are alive and not moving.
-        unsafe {
-            let body = *((iseq + ISEQ_BODY_OFFSET) as *const *const u8);
-            if body.is_null() {
-                return None;
-            }
-            let size = *(body.add(BODY_ISEQ_SIZE_OFFSET) as *const u32) as usize;
-            let code = *(body.add(BODY_ENCODED_OFFSET) as *const *const u8);
-            (!code.is_null()).then_some((code, size * core::mem::size_of::<usize>()))
-        }
+        unsafe { iseq_code(iseq) }
     }
 
     /// The frame's file (NUL-terminated, owned by Ruby) and line.
@@ -121,14 +135,25 @@ impl RubyFrame {
 
 /// Whether this Ruby's frame layout is the one we read directly.
 fn known_frame_layout() -> bool {
+    control_frame_size().is_some()
+}
+
+/// `sizeof(rb_control_frame_t)` of this Ruby, for the versions whose
+/// layout we know: seven words up to 3.0, eight (`jit_return`) from 3.1.
+/// Checked on 3.1 (the frames found match `rb_profile_frames`).
+fn control_frame_size() -> Option<usize> {
     // SAFETY: a NUL-terminated name.
     let v = unsafe { sym(c"ruby_api_version") } as *const c_int;
     if v.is_null() {
-        return false;
+        return None;
     }
     // SAFETY: libruby exports `const int ruby_api_version[3]`.
     let (major, minor) = unsafe { (*v, *v.add(1)) };
-    (major == 2 && minor >= 6) || (major == 3 && minor <= 4)
+    match (major, minor) {
+        (2, 6..) | (3, 0) => Some(7 * 8),
+        (3, 1..=4) => Some(8 * 8),
+        _ => None,
+    }
 }
 
 /// `dlsym(RTLD_DEFAULT, name)`. A miss leaves an error pending that the
@@ -188,6 +213,26 @@ pub fn attach() {
                         core::mem::transmute::<*mut c_void, IseqPathFn>(p),
                     )
                 })
+            },
+            frame_walk: {
+                let line_no = sym(c"rb_iseq_line_no");
+                let string_ptr = sym(c"rb_string_value_ptr");
+                let path = sym(c"rb_iseq_path");
+                match control_frame_size() {
+                    Some(cfp_size)
+                        if !line_no.is_null() && !string_ptr.is_null() && !path.is_null() =>
+                    {
+                        Some(FrameWalk {
+                            line_no: core::mem::transmute::<*mut c_void, IseqLineNoFn>(line_no),
+                            string_ptr: core::mem::transmute::<*mut c_void, StringValuePtrFn>(
+                                string_ptr,
+                            ),
+                            path: core::mem::transmute::<*mut c_void, IseqPathFn>(path),
+                            cfp_size,
+                        })
+                    }
+                    _ => None,
+                }
             },
             vm_ptr: vm_ptr as *const *const c_void,
         };
@@ -382,6 +427,140 @@ pub fn current_frame(ts: &ThreadData) -> Option<RubyFrame> {
             generation,
             location: Some((file, line)),
         })
+    }
+}
+
+/// A Ruby frame as the VM holds it: its iseq, pc and path object. Names
+/// one `file:line` while its code lives (see `state::code_epoch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawFrame {
+    pub iseq: usize,
+    pub pc: usize,
+    pub path: usize,
+}
+
+/// Whether Ruby frames can be walked here (`ruby_bt`, `app_root`, GVL
+/// notes need it): a Ruby whose frame layout we know.
+pub fn can_walk_frames() -> bool {
+    let rt = RUNTIME.load(Ordering::Acquire);
+    // SAFETY: a published runtime is never freed.
+    !rt.is_null() && unsafe { (*rt).frame_walk.is_some() }
+}
+
+/// What [`walk_frames`] found.
+#[derive(Clone, Copy, Debug)]
+pub struct Walk {
+    /// Frames written.
+    pub frames: usize,
+    /// How many of them a backtrace shows: Ruby's own backtraces leave
+    /// out the two oldest control frames (the VM's dummy top frames), and
+    /// so do recorded stacks; the location may still be one of them, as
+    /// `rb_source_location` finds it.
+    pub shown: usize,
+    pub generation: u64,
+}
+
+/// The Ruby-level frames of this thread, innermost first (C methods left
+/// out), up to `out.len()`; None when Ruby may not be asked now (see
+/// `charges_ruby_line`).
+#[inline]
+pub fn walk_frames(ts: &ThreadData, out: &mut [RawFrame]) -> Option<Walk> {
+    let mut live = LiveRuby::new(ts);
+    if !charges_ruby_line(&mut live) {
+        return None;
+    }
+    // SAFETY: charges_ruby_line checked that Ruby may be called and no GC
+    // runs (so nothing moves), and `frame_walk` exists only for the frame
+    // layouts we know: every control frame between `ec->cfp` and the end
+    // of the VM stack is live, with an `ep` whose first word holds flags.
+    unsafe {
+        let rt = &*live.rt;
+        let walk = rt.frame_walk?;
+        let ec = live.ec as *const u8;
+        let generation = (rt.gc_count)() as u64;
+        let stack = *(ec.add(EC_VM_STACK_OFFSET) as *const *const usize);
+        let size = *(ec.add(EC_VM_STACK_SIZE_OFFSET) as *const usize);
+        let end = stack.add(size) as usize;
+        let shown_end = end.saturating_sub(2 * walk.cfp_size);
+        let mut cfp = *(ec.add(EC_CFP_OFFSET) as *const usize);
+        let mut n = 0;
+        let mut shown = 0;
+        while cfp < end && n < out.len() {
+            let ep = *((cfp + CFP_EP_OFFSET) as *const *const usize);
+            let iseq = *((cfp + CFP_ISEQ_OFFSET) as *const usize);
+            if !ep.is_null() && *ep & VM_FRAME_FLAG_CFRAME == 0 && iseq != 0 {
+                let pc = *((cfp + CFP_PC_OFFSET) as *const usize);
+                out[n] = RawFrame {
+                    iseq,
+                    pc,
+                    path: (walk.path)(iseq as *const c_void),
+                };
+                n += 1;
+                if cfp < shown_end {
+                    shown = n;
+                }
+            }
+            cfp += walk.cfp_size;
+        }
+        Some(Walk {
+            frames: n,
+            shown,
+            generation,
+        })
+    }
+}
+
+/// The file (NUL-terminated, owned by Ruby) and line of a frame just
+/// walked.
+///
+/// # Safety
+/// `frame` came from [`walk_frames`] on this thread, and nothing ran since
+/// that could let Ruby free or move it (no GVL release, no GC).
+pub unsafe fn frame_location(frame: &RawFrame) -> Option<(*const c_char, u32)> {
+    let rt = RUNTIME.load(Ordering::Acquire);
+    // SAFETY: per this function's contract, the frame's iseq and path are
+    // alive; `rb_iseq_path` returned a String, which `rb_string_value_ptr`
+    // reads without allocating; the body's code pointer is the one the pc
+    // points into (`pc - iseq_encoded` is the position Ruby's own
+    // `calc_lineno` uses, less one: the pc already points past the
+    // instruction).
+    unsafe {
+        let walk = (*rt).frame_walk?;
+        let mut path = frame.path;
+        let file = (walk.string_ptr)(&mut path);
+        let body = *((frame.iseq + ISEQ_BODY_OFFSET) as *const *const u8);
+        if file.is_null() || body.is_null() {
+            return None;
+        }
+        let code = *(body.add(BODY_ENCODED_OFFSET) as *const usize);
+        let pos = frame.pc.wrapping_sub(code) / core::mem::size_of::<usize>();
+        let line = (walk.line_no)(frame.iseq as *const c_void, pos.saturating_sub(1));
+        Some((file, line))
+    }
+}
+
+/// The block of compiled code of a frame just walked and its size in bytes
+/// (`ALLOC_N(VALUE, iseq_size)`), to watch it (see `locate`).
+///
+/// # Safety
+/// As for [`frame_location`].
+pub unsafe fn frame_code(frame: &RawFrame) -> Option<(*const u8, usize)> {
+    // SAFETY: per this function's contract, the iseq and its body are alive.
+    unsafe { iseq_code(frame.iseq) }
+}
+
+/// # Safety
+/// `iseq` is a live iseq, with the GVL held and no GC running.
+unsafe fn iseq_code(iseq: usize) -> Option<(*const u8, usize)> {
+    // SAFETY: per this function's contract.
+    unsafe {
+        let body = *((iseq + ISEQ_BODY_OFFSET) as *const *const u8);
+        if body.is_null() {
+            return None;
+        }
+        let size = *(body.add(BODY_ISEQ_SIZE_OFFSET) as *const u32) as usize;
+        let code = *(body.add(BODY_ENCODED_OFFSET) as *const *const u8);
+        (!code.is_null()).then_some((code, size * core::mem::size_of::<usize>()))
     }
 }
 

@@ -3,11 +3,15 @@
 //! state that outlives a call (besides the real allocator's entry points
 //! in `real` and the loader counters in `loader`).
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use mwrap_core::app_root::AppRoot;
+use mwrap_core::files::FileId;
 use mwrap_core::heap::HeapPageTable;
 use mwrap_core::live::HeaderList;
 use mwrap_core::lock::ForkGate;
+use mwrap_core::mem::ChunkedArray;
+use mwrap_core::stacks::StackTable;
 use mwrap_core::threads::ThreadRegistry;
 use mwrap_core::SiteTable;
 
@@ -19,6 +23,9 @@ pub type Live = HeaderList;
 
 /// Every location of this process.
 pub static SITES: SiteTable<Live> = SiteTable::new();
+
+/// Every distinct stack (`MWRAP=bt`, `ruby_bt`).
+pub static STACKS: StackTable = StackTable::new();
 
 /// Ruby's live heap pages.
 pub static HEAP: HeapPageTable = HeapPageTable::new();
@@ -63,6 +70,102 @@ pub fn code_epoch() -> u64 {
 #[cold]
 pub fn code_freed() {
     CODE_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What an allocation records besides its location: native frames
+/// (`bt`) and Ruby frames (`ruby_bt`), set at start-up, and the directory
+/// whose frames it is charged to (`app_root`), which `Mwrap.app_root=`
+/// may change.
+static BT: AtomicU8 = AtomicU8::new(0);
+static RUBY_BT: AtomicU8 = AtomicU8::new(0);
+static APP_ROOT: AtomicPtr<AppRoot> = AtomicPtr::new(core::ptr::null_mut());
+/// Any of the three is on: the one word the hot path checks.
+static STACKED: AtomicBool = AtomicBool::new(false);
+/// Bumped with every new `app_root`.
+static APP_ROOT_GENERATION: AtomicU32 = AtomicU32::new(0);
+/// Per Ruby file (by `FileId`): whether it is under the app root, as
+/// `generation << 2 | KNOWN | UNDER`, decided once per file and root.
+static FILE_UNDER_ROOT: ChunkedArray<AtomicU32, 1024, 1024> = ChunkedArray::new();
+const KNOWN: u32 = 2;
+const UNDER: u32 = 1;
+
+/// What allocations record now.
+#[derive(Clone, Copy)]
+pub struct Recording {
+    pub bt: usize,
+    pub ruby_bt: usize,
+    pub app_root: Option<&'static AppRoot>,
+}
+
+#[inline(always)]
+pub fn stacked() -> bool {
+    STACKED.load(Ordering::Relaxed)
+}
+
+#[inline]
+pub fn recording() -> Recording {
+    let root = APP_ROOT.load(Ordering::Acquire);
+    Recording {
+        bt: BT.load(Ordering::Relaxed) as usize,
+        ruby_bt: RUBY_BT.load(Ordering::Relaxed) as usize,
+        // SAFETY: a published root is leaked, never freed.
+        app_root: unsafe { root.as_ref() },
+    }
+}
+
+/// Start-up: the frame counts of `MWRAP`.
+pub fn set_frame_counts(bt: u8, ruby_bt: u8) {
+    BT.store(bt, Ordering::Relaxed);
+    RUBY_BT.store(ruby_bt, Ordering::Relaxed);
+    update_stacked();
+}
+
+/// A new `app_root` (None: off). The old one is leaked (a reader may still
+/// hold it); every cached frame decision ends with the code epoch.
+pub fn set_app_root(root: Option<AppRoot>) {
+    let p = root.map_or(core::ptr::null_mut(), |r| Box::into_raw(Box::new(r)));
+    APP_ROOT_GENERATION.fetch_add(1, Ordering::AcqRel);
+    APP_ROOT.store(p, Ordering::Release);
+    update_stacked();
+    code_freed();
+}
+
+/// Whether Ruby file `file` is under `root` (the current app root),
+/// decided by `decide` once per file and root.
+pub fn file_under_root(file: FileId, decide: impl FnOnce() -> bool) -> bool {
+    let generation = APP_ROOT_GENERATION.load(Ordering::Acquire) & (u32::MAX >> 2);
+    let Some(slot) = FILE_UNDER_ROOT.get_or_map(file.0 as usize) else {
+        return decide();
+    };
+    let v = slot.load(Ordering::Relaxed);
+    if v & KNOWN != 0 && v >> 2 == generation {
+        return v & UNDER != 0;
+    }
+    let under = decide();
+    slot.store(generation << 2 | KNOWN | under as u32, Ordering::Relaxed);
+    under
+}
+
+fn update_stacked() {
+    let r = recording();
+    STACKED.store(
+        r.bt > 0 || r.ruby_bt > 0 || r.app_root.is_some(),
+        Ordering::Relaxed,
+    );
+}
+
+/// Objects `dlclose`d so far: a stack's native frames are named after the
+/// objects loaded when it was first seen (see `mwrap_core::stacks`).
+static DLCLOSE_EPOCH: AtomicU32 = AtomicU32::new(0);
+
+#[inline]
+pub fn dlclose_epoch() -> u32 {
+    DLCLOSE_EPOCH.load(Ordering::Acquire)
+}
+
+/// A `dlclose` begins: its number.
+pub fn next_dlclose() -> u32 {
+    DLCLOSE_EPOCH.fetch_add(1, Ordering::AcqRel) + 1
 }
 
 const NOT_STARTED: u8 = 0;

@@ -75,6 +75,11 @@ pub struct ThreadData {
     deferred: UnsafeCell<[usize; DEFERRED_FREES]>,
     ruby_cache: UnsafeCell<[RubyCacheEntry; RUBY_CACHE_SLOTS]>,
     native_cache: UnsafeCell<[NativeCacheEntry; NATIVE_CACHE_SLOTS]>,
+    /// While this thread runs without the GVL (`rb_nogvl` and friends,
+    /// see `nogvl`): the site of the Ruby line it released the GVL from
+    /// (0: none), and the Ruby frames then (a stack id, 0: none).
+    pub nogvl_site: Cell<u32>,
+    pub nogvl_stack: Cell<u32>,
 }
 
 // SAFETY: cells of integers, raw pointers and arrays of plain structs of

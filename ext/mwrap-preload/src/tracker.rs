@@ -6,7 +6,9 @@ use mwrap_core::abi::UNTRACKED_SITE;
 use mwrap_core::sites::FreeOutcome;
 use mwrap_core::LiveAllocation;
 
+use crate::caller::Caller;
 use crate::per_thread::{self, lock_cx, Record};
+use crate::state::stacked;
 use crate::state::{code_freed, current_generation, started, HEAP, SITES};
 use crate::thread_data::{ThreadData, BUSY, DEFERRED, QUIET, READY};
 use crate::{init, locate, real, ruby};
@@ -18,7 +20,7 @@ use crate::{init, locate, real, ruby};
 /// # Safety
 /// `hdr` was just initialised with [`LiveAllocation::init`].
 #[inline(always)]
-pub unsafe fn charge(hdr: *mut LiveAllocation, caller: usize) {
+pub unsafe fn charge(hdr: *mut LiveAllocation, caller: Caller) {
     let Some(record) = per_thread::current() else {
         return;
     };
@@ -49,7 +51,7 @@ unsafe fn charge_slow(
     record: &'static Record,
     data: &ThreadData,
     hdr: *mut LiveAllocation,
-    caller: usize,
+    caller: Caller,
 ) {
     if !data.enter_busy() {
         return;
@@ -80,9 +82,13 @@ unsafe fn charge_to_location(
     record: &'static Record,
     data: &ThreadData,
     hdr: *mut LiveAllocation,
-    caller: usize,
+    caller: Caller,
 ) {
-    let (site, generation) = locate::locate(record, data, caller);
+    let (site, generation) = if stacked() {
+        locate::locate_stacked(record, data, caller)
+    } else {
+        locate::locate(record, data, caller.pc)
+    };
     // SAFETY: per this function's contract.
     unsafe { SITES.record_alloc(&lock_cx(record), site, data.shard(), hdr, generation) };
 }

@@ -4,7 +4,8 @@
 //!
 //! One file per Ruby class or module: `mwrap_module` (`Mwrap`'s functions),
 //! `source_location` (`Mwrap[]` and `Mwrap::SourceLocation`), `quiet`
-//! (`Mwrap.quiet`), `heap_page_body` (`Mwrap::HeapPageBody`); `args` holds
+//! (`Mwrap.quiet`), `heap_page_body` (`Mwrap::HeapPageBody`), `stacks`
+//! (`Mwrap.each_stack`, `Mwrap.app_root`); `args` holds
 //! the argument checks and exception lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
@@ -15,6 +16,7 @@ mod mwrap_module;
 mod preload;
 mod quiet;
 mod source_location;
+mod stacks;
 
 #[magnus::init(name = "mwrap_ext")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
@@ -32,5 +34,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     quiet::init(ruby)?;
     source_location::init(ruby)?;
     heap_page_body::init(ruby)?;
+    stacks::init(ruby)?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use magnus::{
     function, method, prelude::*, rb_sys::FromRawValue, scan_args::scan_args, Error, RHash,
     RString, Ruby, Value,
 };
-use mwrap_abi::{SiteFilter, ABI_VERSION};
+use mwrap_abi::{SiteFilter, ABI_VERSION, RENDER_TEXT};
 
 use crate::args::{byte_count, class_name, no_memory};
 use crate::preload::{self, Site};
@@ -65,7 +65,7 @@ fn dump(ruby: &Ruby, args: &[Value]) -> Result<(), Error> {
     // Rendered by the preload (the same renderer as the exit dump), then
     // written in pieces of whole lines.
     let text = preload
-        .render_text(min)
+        .render(RENDER_TEXT, min)
         .map_err(|_| no_memory(ruby, "Mwrap.dump"))?;
     let mut rest = &text[..];
     while !rest.is_empty() {

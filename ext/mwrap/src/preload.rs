@@ -16,8 +16,8 @@ use std::mem::size_of;
 use std::sync::OnceLock;
 
 use mwrap_abi::{
-    HeapPageInfo, HeapPageStats, LiveAllocationInfo, PreloadApi, SiteFilter, SiteRow, SiteSnapshot,
-    Totals, ABI_VERSION, PRELOAD_API_SYMBOL, RENDER_TEXT, STATUS_NO_MEMORY, STATUS_OK,
+    HeapPageInfo, HeapPageStats, LiveAllocationInfo, PreloadApi, Recording, SiteFilter, SiteRow,
+    SiteSnapshot, StackRow, Totals, ABI_VERSION, PRELOAD_API_SYMBOL, STATUS_NO_MEMORY, STATUS_OK,
     UNTRACKED_SITE,
 };
 
@@ -101,6 +101,15 @@ fn locate() -> Result<Preload, Unusable> {
 pub struct Site {
     pub snapshot: SiteSnapshot,
     pub name: Vec<u8>,
+}
+
+/// One (location, stack) pair copied out of the preload: its own counters,
+/// the location's printed name, and the printed frames.
+pub struct StackEntry {
+    pub snapshot: SiteSnapshot,
+    pub name: Vec<u8>,
+    pub ruby: Vec<Vec<u8>>,
+    pub native: Vec<Vec<u8>>,
 }
 
 /// Keeps the calling fiber quiet (its allocations untracked) while alive.
@@ -205,7 +214,110 @@ unsafe extern "C" fn site_sink(ctx: *mut c_void, rows: *const SiteRow, n: usize)
     }
 }
 
+/// Copies stack rows into a `Collect<StackEntry>`.
+///
+/// # Safety
+/// As for [`collect_sink`], with `Collect<StackEntry>` and `StackRow`s
+/// whose names and frames point at their lengths of readable bytes.
+unsafe extern "C" fn stack_sink(ctx: *mut c_void, rows: *const StackRow, n: usize) {
+    if rows.is_null() || n == 0 {
+        return;
+    }
+    // SAFETY: see the function's contract.
+    let out = unsafe { &mut *ctx.cast::<Collect<StackEntry>>() };
+    // SAFETY: see the function's contract.
+    let rows = unsafe { std::slice::from_raw_parts(rows, n) };
+    if out.items.try_reserve(n).is_err() {
+        out.no_memory = true;
+        return;
+    }
+    let bytes = |p: *const u8, len: usize| -> &[u8] {
+        if p.is_null() || len == 0 {
+            &[]
+        } else {
+            // SAFETY: see the function's contract.
+            unsafe { std::slice::from_raw_parts(p, len) }
+        }
+    };
+    for row in rows {
+        let mut frames = bytes(row.frames, row.frames_len)
+            .split(|&b| b == b'\n')
+            .map(<[u8]>::to_vec);
+        let ruby: Vec<Vec<u8>> = frames.by_ref().take(row.ruby_frames as usize).collect();
+        let native: Vec<Vec<u8>> = frames.take(row.native_frames as usize).collect();
+        out.items.push(StackEntry {
+            snapshot: row.snapshot,
+            name: bytes(row.name, row.name_len).to_vec(),
+            ruby,
+            native,
+        });
+    }
+}
+
+/// Appends bytes handed over by the preload to the `Vec<u8>` at `ctx`.
+///
+/// # Safety
+/// `ctx` is a `&mut Vec<u8>` and `bytes` points at `len` readable bytes.
+unsafe extern "C" fn bytes_sink(ctx: *mut c_void, bytes: *const u8, len: usize) {
+    if bytes.is_null() || len == 0 {
+        return;
+    }
+    // SAFETY: see the function's contract.
+    let out = unsafe { &mut *ctx.cast::<Vec<u8>>() };
+    // SAFETY: see the function's contract.
+    out.extend_from_slice(unsafe { std::slice::from_raw_parts(bytes, len) });
+}
+
 impl Preload {
+    /// Every (location, stack) pair whose own total is above `min` (of
+    /// `location` only, unless None), as the preload orders them.
+    pub fn stacks(self, min: u64, location: Option<u32>) -> Result<Vec<StackEntry>, NoMemory> {
+        let _quiet = self.quiet();
+        let mut out = Collect::new();
+        let filter = SiteFilter {
+            min_total: min,
+            ..Default::default()
+        };
+        // SAFETY: the sink matches `StackRowSink` and ctx points at `out`.
+        let status =
+            unsafe { (self.api.stacks)(&filter, location.unwrap_or(0), stack_sink, out.ctx()) };
+        out.finish(status)
+    }
+
+    /// What allocations record besides their location (`bt`, `ruby_bt`).
+    pub fn recording(self) -> Recording {
+        let mut out = Recording::default();
+        // SAFETY: `out` is a valid, writable Recording.
+        unsafe { (self.api.recording)(&mut out) };
+        out
+    }
+
+    /// Sets the application root (`MWRAP=app_root`), or clears it with an
+    /// empty `dir`; the preload's reason when it refuses.
+    pub fn set_app_root(self, dir: &[u8]) -> Result<(), String> {
+        let _quiet = self.quiet();
+        let mut why: Vec<u8> = Vec::new();
+        let ctx = (&mut why as *mut Vec<u8>).cast();
+        // SAFETY: `dir` is valid for its length; the sink matches
+        // `BytesSink` and ctx points at `why`.
+        let status = unsafe { (self.api.set_app_root)(dir.as_ptr(), dir.len(), bytes_sink, ctx) };
+        if status == STATUS_OK {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&why).into_owned())
+        }
+    }
+
+    /// The application root, absolute; None when there is none.
+    pub fn app_root(self) -> Option<Vec<u8>> {
+        let _quiet = self.quiet();
+        let mut dir: Vec<u8> = Vec::new();
+        let ctx = (&mut dir as *mut Vec<u8>).cast();
+        // SAFETY: the sink matches `BytesSink` and ctx points at `dir`.
+        unsafe { (self.api.app_root)(bytes_sink, ctx) };
+        (!dir.is_empty()).then_some(dir)
+    }
+
     /// Every location `filter` selects, with its name, largest total first
     /// and ties by name, as the preload orders them.
     pub fn sites(self, filter: SiteFilter) -> Result<Vec<Site>, NoMemory> {
@@ -278,12 +390,13 @@ impl Preload {
         out.finish(status)
     }
 
-    /// The dump text (mwrap 2.x's format) of every location above `min`.
-    pub fn render_text(self, min: u64) -> Result<Vec<u8>, NoMemory> {
+    /// `format` (a `RENDER_*`: the dump's text, folded or JSON) of what
+    /// is above `min`, rendered by the preload.
+    pub fn render(self, format: u32, min: u64) -> Result<Vec<u8>, NoMemory> {
         let _quiet = self.quiet();
         let mut out = Collect::new();
         // SAFETY: the sink matches `BytesSink` and ctx points at `out`.
-        let status = unsafe { (self.api.render)(RENDER_TEXT, min, collect_sink::<u8>, out.ctx()) };
+        let status = unsafe { (self.api.render)(format, min, collect_sink::<u8>, out.ctx()) };
         out.finish(status)
     }
 

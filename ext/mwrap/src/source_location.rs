@@ -6,7 +6,8 @@
 //! It cannot be created from Ruby (`new` and `allocate` are undefined).
 
 use magnus::{
-    function, method, prelude::*, rb_sys::AsRawValue, typed_data::Obj, Error, RString, Ruby, Value,
+    function, method, prelude::*, rb_sys::AsRawValue, typed_data::Obj, Error, RArray, RString,
+    Ruby, Value,
 };
 use mwrap_abi::SiteSnapshot;
 
@@ -36,6 +37,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     class.define_method("live_count", method!(SourceLocation::live_count, 0))?;
     class.define_method("name", method!(SourceLocation::name, 0))?;
     class.define_method("each", method!(SourceLocation::each, 0))?;
+    class.define_method("stacks", method!(SourceLocation::stacks, 0))?;
     class.define_method("inspect", method!(SourceLocation::inspect, 0))?;
     class.define_method("==", method!(SourceLocation::equal, 1))?;
     class.define_method("eql?", method!(SourceLocation::equal, 1))?;
@@ -148,6 +150,22 @@ impl SourceLocation {
             let _: Value = ruby.yield_values((allocation.size, allocation.generation))?;
         }
         Ok(rb_self.as_value())
+    }
+
+    /// `stacks`: the location's (location, stack) rows, largest total
+    /// first, each the eight values `Mwrap.each_stack` yields, as an Array.
+    fn stacks(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        let out = ruby.ary_new();
+        let Some(preload) = preload::get() else {
+            return Ok(out);
+        };
+        let rows = preload
+            .stacks(0, Some(rb_self.id))
+            .map_err(|_| no_memory(ruby, "Mwrap::SourceLocation#stacks"))?;
+        for entry in &rows {
+            out.push(crate::stacks::stack_row(ruby, entry)?)?;
+        }
+        Ok(out)
     }
 
     fn inspect(ruby: &Ruby, rb_self: &Self) -> String {

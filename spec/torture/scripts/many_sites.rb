@@ -11,11 +11,15 @@ abort "not running under a compatible preload" unless Mwrap.preloaded?
 
 kind, helper, n, rounds = ARGV[0], ARGV[1], Integer(ARGV[2]), Integer(ARGV[3])
 lib = Fiddle.dlopen(helper)
+# The helpers run the calls on a native thread of their own, so that each
+# call site is a native location (a Ruby thread's mallocs, with or without
+# the GVL, are charged to its Ruby line).
 call = if kind == "generated"
-         f = Fiddle::Function.new(lib["many_sites_call"], [Fiddle::TYPE_INT, Fiddle::TYPE_SIZE_T], Fiddle::TYPE_LONG)
+         f = Fiddle::Function.new(lib["many_sites_call_in_thread"], [Fiddle::TYPE_INT, Fiddle::TYPE_SIZE_T],
+                                  Fiddle::TYPE_LONG)
          ->(r) { f.call(r, 24) }
        else
-         f = Fiddle::Function.new(lib["jit_sites_run"], [Fiddle::TYPE_LONG, Fiddle::TYPE_SIZE_T, Fiddle::TYPE_INT],
+         f = Fiddle::Function.new(lib["jit_sites_run_in_thread"], [Fiddle::TYPE_LONG, Fiddle::TYPE_SIZE_T, Fiddle::TYPE_INT],
                                   Fiddle::TYPE_LONG)
          ->(r) { f.call(n, 24, r) }
        end
