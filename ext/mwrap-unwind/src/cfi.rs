@@ -7,9 +7,9 @@ use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use gimli::{
-    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, EndianSlice, LittleEndian, ParsedEhFrameHdr,
-    Pointer, Register, RegisterRule, UnwindContext, UnwindContextStorage, UnwindSection,
-    UnwindTableRow, X86_64,
+    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, EhFrameOffset, EndianSlice, LittleEndian,
+    ParsedEhFrameHdr, Pointer, Register, RegisterRule, UnwindContext, UnwindContextStorage,
+    UnwindSection, UnwindTableRow, X86_64,
 };
 
 use crate::cache::Rule;
@@ -85,6 +85,8 @@ type Slice = EndianSlice<'static, LittleEndian>;
 
 /// An object's CFI sections, as gimli reads them.
 struct Sections {
+    /// `.eh_frame_hdr`'s bytes, up to the end of its segment.
+    hdr_bytes: &'static [u8],
     hdr: ParsedEhFrameHdr<Slice>,
     eh_frame: EhFrame<Slice>,
     bases: BaseAddresses,
@@ -154,12 +156,18 @@ unsafe fn sections(object: &DlFindObject) -> Option<Sections> {
         return None;
     };
     let frame_addr = usize::try_from(frame_addr).ok()?;
-    // SAFETY: as above.
-    let frame_end = unsafe { segment_end(map_start, frame_addr) }?;
+    // Linkers put .eh_frame right after .eh_frame_hdr, in its segment.
+    let frame_end = if hdr_addr < frame_addr && frame_addr < hdr_end {
+        hdr_end
+    } else {
+        // SAFETY: as above.
+        unsafe { segment_end(map_start, frame_addr) }?
+    };
     // SAFETY: as for the header.
     let frame_bytes = unsafe { bytes(frame_addr, frame_end) };
     bases = bases.set_eh_frame(frame_addr as u64);
     Some(Sections {
+        hdr_bytes,
         hdr,
         eh_frame: EhFrame::new(frame_bytes, LittleEndian),
         bases,
@@ -169,16 +177,23 @@ unsafe fn sections(object: &DlFindObject) -> Option<Sections> {
 /// The rule of the row covering `pc`, or None if there is none or it does
 /// not fit a [`Rule`].
 fn rule_at(sections: &Sections, pc: usize) -> Option<Rule> {
-    let fde = sections
-        .hdr
-        .table()?
-        .fde_for_address(
-            &sections.eh_frame,
-            &sections.bases,
-            pc as u64,
-            EhFrame::cie_from_offset,
-        )
-        .ok()?;
+    let fde = match fde_offset_in_usual_table(sections, pc) {
+        Some(offset) => sections
+            .eh_frame
+            .fde_from_offset(&sections.bases, offset, EhFrame::cie_from_offset)
+            .ok()
+            .filter(|fde| fde.contains(pc as u64))?,
+        None => sections
+            .hdr
+            .table()?
+            .fde_for_address(
+                &sections.eh_frame,
+                &sections.bases,
+                pc as u64,
+                EhFrame::cie_from_offset,
+            )
+            .ok()?,
+    };
     if fde.is_signal_trampoline() {
         return Some(Rule::stop(Rule::SIGNAL));
     }
@@ -187,6 +202,52 @@ fn rule_at(sections: &Sections, pc: usize) -> Option<Rule> {
         .unwind_info_for_address(&sections.eh_frame, &sections.bases, &mut context, pc as u64)
         .ok()?;
     compact_rule(row)
+}
+
+/// The `.eh_frame` offset of the FDE that may cover `pc`, found by binary
+/// search of the `.eh_frame_hdr` table in the encoding every Linux linker
+/// writes (eh_frame_ptr pcrel|sdata4, fde_count udata4, table entries
+/// datarel|sdata4 pairs relative to the header), read directly: twice as
+/// fast as gimli's general decoder, which is the fallback for any other
+/// encoding (None here).
+fn fde_offset_in_usual_table(sections: &Sections, pc: usize) -> Option<EhFrameOffset<usize>> {
+    const PCREL_SDATA4: u8 = 0x1b;
+    const UDATA4: u8 = 0x03;
+    const DATAREL_SDATA4: u8 = 0x3b;
+    let bytes = sections.hdr_bytes;
+    if bytes.get(..4)? != [1, PCREL_SDATA4, UDATA4, DATAREL_SDATA4] {
+        return None;
+    }
+    let word = |at: usize| -> Option<i32> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(i32::from_le_bytes([
+            *b.first()?,
+            *b.get(1)?,
+            *b.get(2)?,
+            *b.get(3)?,
+        ]))
+    };
+    let hdr_addr = bytes.as_ptr() as usize;
+    let frame_addr = (hdr_addr + 4).checked_add_signed(word(4)? as isize)?;
+    let count = word(8)? as u32 as usize;
+    const TABLE: usize = 12;
+    if count == 0 || TABLE.checked_add(count.checked_mul(8)?)? > bytes.len() {
+        return None;
+    }
+    // Addresses in one process differ by less than isize::MAX.
+    let rel_pc = pc.wrapping_sub(hdr_addr) as isize;
+    // The last entry whose initial location is <= pc.
+    let (mut lo, mut hi) = (0usize, count);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if (word(TABLE + mid * 8)? as isize) <= rel_pc {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let fde_addr = hdr_addr.checked_add_signed(word(TABLE + lo * 8 + 4)? as isize)?;
+    Some(EhFrameOffset(fde_addr.checked_sub(frame_addr)?))
 }
 
 /// Reduces a row to a [`Rule`], or None if it needs more than one.
@@ -313,8 +374,11 @@ mod tests {
         let table = s.hdr.table().unwrap();
         let mut entries = table.iter(&s.bases);
         let (mut total, mut failed) = (0, 0);
-        while let Some((_, fde_ptr)) = entries.next().unwrap() {
+        while let Some((start, fde_ptr)) = entries.next().unwrap() {
             let offset = table.pointer_to_offset(fde_ptr).unwrap();
+            // The direct table search agrees with gimli's entries.
+            let start = start.direct().unwrap() as usize;
+            assert_eq!(fde_offset_in_usual_table(&s, start), Some(offset));
             let fde = s
                 .eh_frame
                 .fde_from_offset(&s.bases, offset, EhFrame::cie_from_offset)
