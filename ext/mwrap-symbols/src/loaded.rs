@@ -239,6 +239,32 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(v)
 }
 
+/// `dladdr1(address, RTLD_DL_LINKMAP)`: the `Dl_info` and the object's
+/// `link_map` address, or None when no loaded object holds `address`.
+/// The strings in the result belong to the object: read them only
+/// through [`memory::copy_cstr`].
+pub(crate) fn dladdr_with_link_map(address: usize) -> Option<(libc::Dl_info, usize)> {
+    const RTLD_DL_LINKMAP: c_int = 2;
+    let mut info = libc::Dl_info {
+        dli_fname: core::ptr::null(),
+        dli_fbase: core::ptr::null_mut(),
+        dli_sname: core::ptr::null(),
+        dli_saddr: core::ptr::null_mut(),
+    };
+    let mut link_map: *mut c_void = core::ptr::null_mut();
+    // SAFETY: dladdr1 fills `info` and `link_map`; it reads the loader's
+    // lists under the loader's lock.
+    let rc = unsafe {
+        libc::dladdr1(
+            address as *const c_void,
+            &mut info,
+            (&mut link_map as *mut *mut c_void).cast(),
+            RTLD_DL_LINKMAP,
+        )
+    };
+    (rc != 0).then_some((info, link_map as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,19 +272,7 @@ mod tests {
     #[test]
     fn finds_libc_and_reads_its_mapped_headers() {
         let malloc = libc::malloc as *const () as usize;
-        let mut info: libc::Dl_info = unsafe_zeroed_info();
-        let mut link_map: *mut c_void = core::ptr::null_mut();
-        // SAFETY: dladdr1 fills `info` and `link_map` (RTLD_DL_LINKMAP = 2).
-        let rc = unsafe {
-            libc::dladdr1(
-                malloc as *const c_void,
-                &mut info,
-                (&mut link_map as *mut *mut c_void).cast(),
-                2,
-            )
-        };
-        assert_ne!(rc, 0);
-        let link_map = link_map as usize;
+        let (info, link_map) = dladdr_with_link_map(malloc).unwrap();
         let map = memory::read_value::<LinkMap>(link_map).unwrap();
         let image = read_mapped_image(info.dli_fbase as usize, map.l_addr).unwrap();
         assert_eq!(image.map_start, info.dli_fbase as usize);
@@ -271,15 +285,6 @@ mod tests {
                 (start, end, found_map),
                 (image.map_start, image.map_end, link_map)
             );
-        }
-    }
-
-    fn unsafe_zeroed_info() -> libc::Dl_info {
-        libc::Dl_info {
-            dli_fname: core::ptr::null(),
-            dli_fbase: core::ptr::null_mut(),
-            dli_sname: core::ptr::null(),
-            dli_saddr: core::ptr::null_mut(),
         }
     }
 
