@@ -28,12 +28,28 @@ fn line_of(marker: &str) -> usize {
         + 1
 }
 
-/// A fresh directory for one test.
-fn scratch(name: &str) -> PathBuf {
+/// A fresh directory for one test, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("mwrap-symbols-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn run(dir: &Path, program: &str, args: &[&str]) {
@@ -542,7 +558,7 @@ fn libc_and_libruby_frames_match_dladdr() {
     // have only .dynsym: the whole frame is what dladdr gives today.
     let empty_root = scratch("no-debug-root");
     let mut bare = Symbolizer::new();
-    bare.set_debug_root(&empty_root);
+    bare.set_debug_root(&*empty_root);
     let mut s = Symbolizer::new();
     // SAFETY: dlsym with a NUL-terminated name.
     let malloc = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) } as usize + 1;
