@@ -99,9 +99,9 @@ module MwrapGemTest
 end
 
 namespace :test do
-  desc "cargo test for mwrap-core and mwrap-preload"
+  desc "cargo test for mwrap-abi, mwrap-core, mwrap-preload and mwrap-symbols"
   task :cargo do
-    MwrapBuild.cargo_locked!("test", "-p", "mwrap-abi", "-p", "mwrap-core", "-p", "mwrap-preload")
+    MwrapBuild.cargo_locked!("test", "-p", "mwrap-abi", "-p", "mwrap-core", "-p", "mwrap-preload", "-p", "mwrap-symbols")
   end
 
   desc "Build the source gem (rake gem), install it with no network (unshare -n) and an empty CARGO_HOME " \
