@@ -17,6 +17,7 @@ use mwrap_core::threads::MAX_THREADS;
 
 use crate::per_thread::Record;
 use crate::ruby::RawFrame;
+use crate::thread_data::ThreadData;
 use crate::unwind::RuleCache;
 
 const LINE_SLOTS: usize = 1024;
@@ -59,6 +60,9 @@ pub struct FrameCaches {
     pub native: [u64; MAX_FRAMES],
 }
 
+// The rule cache is the largest part; keep the whole under ~100 KiB.
+const _: () = assert!(core::mem::size_of::<FrameCaches>() < 100 * 1024);
+
 // SAFETY: integers, plain structs of integers and the rule cache, whose
 // all-zero bytes are an empty cache.
 unsafe impl ZeroInit for FrameCaches {}
@@ -71,7 +75,7 @@ static CACHES: ChunkedArray<AtomicPtr<FrameCaches>, 64, { MAX_THREADS / 64 }> = 
 #[inline]
 // The caches belong to the thread, not to the shared record they hang off.
 #[allow(clippy::mut_from_ref)]
-pub fn caches(record: &'static Record) -> Option<&'static mut FrameCaches> {
+pub fn caches(record: &'static Record, data: &ThreadData) -> Option<&'static mut FrameCaches> {
     let slot = CACHES.get_or_map(record.id().checked_sub(1)? as usize)?;
     let mut p = slot.load(Ordering::Acquire);
     if p.is_null() {
@@ -82,7 +86,14 @@ pub fn caches(record: &'static Record) -> Option<&'static mut FrameCaches> {
     // its owner uses, and the owner holds no other reference to it (the
     // stacked path takes it once per allocation, and a signal handler's
     // allocation on this thread stays untracked while it runs).
-    Some(unsafe { &mut *p })
+    let caches = unsafe { &mut *p };
+    if !data.frame_caches_owned.get() {
+        // A new thread on this record: the unwinder's cache remembers
+        // which stack pages of the old thread were readable.
+        caches.rules.clear();
+        data.frame_caches_owned.set(true);
+    }
+    Some(caches)
 }
 
 impl FrameCaches {

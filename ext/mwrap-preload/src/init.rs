@@ -7,7 +7,7 @@
 use crate::state::{
     begin_start, finish_start, set_app_root, set_frame_counts, started, CONFIG, GATE,
 };
-use crate::{config, lifecycle, per_thread, ruby};
+use crate::{config, lifecycle, per_thread, ruby, unwind};
 
 #[cold]
 pub fn start() {
@@ -19,6 +19,7 @@ pub fn start() {
     set_app_root(config.app_root.take());
     CONFIG.set(config);
     ruby::attach();
+    unwind::init();
     GATE.use_membarrier();
     lifecycle::register_fork_handlers();
     finish_start();

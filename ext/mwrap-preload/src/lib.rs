@@ -12,7 +12,10 @@
 //! - `state`: the process's globals; `config`: `MWRAP`; `init`: start-up
 //! - `per_thread`, `thread_data`: each thread's record
 //! - `lifecycle`: fork and exit; `dump`: the dump at exit
-//! - `query`: the read side, exported to the Ruby extension; `names`: dladdr
+//! - `query`: the read side, exported to the Ruby extension; `names`: native
+//!   names (`symbolize` keeps the symbolizer and the closed objects)
+//! - `frames`, `unwind`, `nogvl`, `caller`: stacks (`MWRAP=bt`, `ruby_bt`,
+//!   `app_root`) and the GVL-released line
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -35,6 +38,7 @@ mod query;
 mod real;
 mod ruby;
 mod state;
+mod symbolize;
 mod thread_data;
 pub mod tracker;
 mod unwind;

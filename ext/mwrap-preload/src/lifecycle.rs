@@ -13,7 +13,7 @@ use core::sync::atomic::Ordering;
 use mwrap_core::threads::current_tid;
 
 use crate::per_thread::{self, lock_cx};
-use crate::state::{FORKS, FORK_HANDLER_NANOS, GATE, THREADS};
+use crate::state::{FORKS, FORK_HANDLER_NANOS, GATE, SYMBOLIZER, THREADS};
 use crate::{dump, loader};
 
 fn now_nanos() -> u64 {
@@ -53,6 +53,7 @@ extern "C" fn child() {
         GATE.use_membarrier();
     }
     loader::after_fork_in_child();
+    SYMBOLIZER.after_fork_in_child();
 }
 
 pub fn register_fork_handlers() {

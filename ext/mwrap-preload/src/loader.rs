@@ -34,9 +34,15 @@ pub unsafe fn dlclose(handle: *mut c_void) -> c_int {
         NEXT_DLCLOSE.store(next, Ordering::Release);
     }
     DLCLOSE_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-    // Stacks seen from now on name their frames after what is loaded
-    // after this close (see `mwrap_core::stacks`).
-    crate::state::next_dlclose();
+    // What naming its frames needs, before it may go; stacks seen from
+    // now on name their frames after what is loaded after this close (see
+    // `mwrap_core::stacks`).
+    // SAFETY: the handle is the caller's, still open.
+    let record = unsafe { mwrap_symbols::ModuleRecord::capture(handle) };
+    let seq = crate::state::next_dlclose();
+    if let Some(record) = record {
+        crate::state::CLOSED_MODULES.push(seq, &record);
+    }
     // SAFETY: `next` is the loader's dlclose; the handle is the caller's.
     let rc = unsafe { core::mem::transmute::<*mut c_void, DlcloseFn>(next)(handle) };
     // Its code may be gone: unwind rules cached for its addresses too.

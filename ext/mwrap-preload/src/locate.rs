@@ -65,7 +65,7 @@ fn released_gvl_site(data: &ThreadData) -> Option<u32> {
 /// tables are full (so that per-location numbers never depend on stacks).
 #[inline(never)]
 pub fn locate_stacked(record: &'static Record, data: &ThreadData, caller: Caller) -> (u32, u64) {
-    let Some(fc) = frames::caches(record) else {
+    let Some(fc) = frames::caches(record, data) else {
         return locate(record, data, caller.pc);
     };
     let rec = recording();
@@ -257,7 +257,7 @@ pub fn ruby_location_now(record: &'static Record, data: &ThreadData) -> Option<(
     }
     let rec = recording();
     if (rec.ruby_bt > 0 || rec.app_root.is_some()) && ruby::can_walk_frames() {
-        let fc = frames::caches(record)?;
+        let fc = frames::caches(record, data)?;
         let (site, _, n) = walked_location(record, data, fc, rec.ruby_bt)?;
         let stack = Stack {
             native: &[],

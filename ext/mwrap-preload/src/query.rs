@@ -18,7 +18,7 @@ use mwrap_core::read::{self, SiteRows};
 use mwrap_core::render::{self, LineSink};
 use mwrap_core::SiteKey;
 
-use crate::names::Dladdr;
+use crate::names::Symbols;
 use crate::per_thread::{self, lock_cx};
 use crate::ruby;
 use crate::state::{current_generation, HEAP, SITES, STACKS};
@@ -108,7 +108,7 @@ unsafe extern "C" fn sites(filter: *const SiteFilter, sink: SiteRowSink, ctx: *m
     // SAFETY: the extension passes a valid filter or null.
     let filter = unsafe { filter.as_ref() }.copied().unwrap_or_default();
     let rows = reading(Err(()), |cx| {
-        read::sites(&SITES, cx, &filter, &Dladdr).map_err(|_| ())
+        read::sites(&SITES, cx, &filter, &Symbols).map_err(|_| ())
     });
     match rows {
         // SAFETY: per the ABI.
@@ -119,7 +119,7 @@ unsafe extern "C" fn sites(filter: *const SiteFilter, sink: SiteRowSink, ctx: *m
 
 unsafe extern "C" fn site(id: u32, sink: SiteRowSink, ctx: *mut c_void) -> i32 {
     match reading(Err(()), |cx| {
-        read::site(&SITES, cx, id, &Dladdr).map_err(|_| ())
+        read::site(&SITES, cx, id, &Symbols).map_err(|_| ())
     }) {
         // SAFETY: per the ABI.
         Ok(Some(rows)) => unsafe { send_rows(&rows, sink, ctx) },
@@ -274,8 +274,8 @@ pub fn render_format(
         ..Default::default()
     };
     let all = SiteFilter::default();
-    let site_rows = |f: &SiteFilter| read::sites(&SITES, cx, f, &Dladdr).map_err(|_| ());
-    let stack_rows = || read::stacks(&SITES, &STACKS, cx, &all, None, &Dladdr).map_err(|_| ());
+    let site_rows = |f: &SiteFilter| read::sites(&SITES, cx, f, &Symbols).map_err(|_| ());
+    let stack_rows = || read::stacks(&SITES, &STACKS, cx, &all, None, &Symbols).map_err(|_| ());
     match format {
         RENDER_FOLDED => render::folded(&stack_rows()?, min, out),
         RENDER_JSON => render::json(&site_rows(&filter)?, &stack_rows()?, out),
@@ -297,7 +297,7 @@ unsafe extern "C" fn stacks(
     }
     let only = (location != 0).then_some(location);
     let Ok(rows) = reading(Err(()), |cx| {
-        read::stacks(&SITES, &STACKS, cx, &filter, only, &Dladdr).map_err(|_| ())
+        read::stacks(&SITES, &STACKS, cx, &filter, only, &Symbols).map_err(|_| ())
     }) else {
         return STATUS_NO_MEMORY;
     };

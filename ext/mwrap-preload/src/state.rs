@@ -16,6 +16,7 @@ use mwrap_core::threads::ThreadRegistry;
 use mwrap_core::SiteTable;
 
 use crate::config::ConfigCell;
+use crate::symbolize::{ClosedModules, SymbolizerCell};
 use crate::thread_data::ThreadData;
 
 /// How live allocations are known: a header in front of every block.
@@ -153,6 +154,12 @@ fn update_stacked() {
         Ordering::Relaxed,
     );
 }
+
+/// The symbolizer of native frames (read side only).
+pub static SYMBOLIZER: SymbolizerCell = SymbolizerCell::new();
+
+/// Objects closed so far, as the `dlclose` hook captured them.
+pub static CLOSED_MODULES: ClosedModules = ClosedModules::new();
 
 /// Objects `dlclose`d so far: a stack's native frames are named after the
 /// objects loaded when it was first seen (see `mwrap_core::stacks`).

@@ -80,6 +80,8 @@ pub struct ThreadData {
     /// (0: none), and the Ruby frames then (a stack id, 0: none).
     pub nogvl_site: Cell<u32>,
     pub nogvl_stack: Cell<u32>,
+    /// This thread has taken over its record's frame caches (see `frames`).
+    pub frame_caches_owned: Cell<bool>,
 }
 
 // SAFETY: cells of integers, raw pointers and arrays of plain structs of
