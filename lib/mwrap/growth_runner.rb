@@ -28,7 +28,7 @@ module Mwrap
     OUR_FRAMES = /kernel_require|#{Regexp.escape(File.basename(__FILE__))}/.freeze
 
     Options = Struct.new(:workload, :requires, :libs, :rounds, :warmup, :min_growth, :max_growth,
-                         :max_growth_per_location, :ignore, :report, :limit, keyword_init: true)
+                         :max_growth_per_location, :ignore, :report, :limit, :app_root, keyword_init: true)
 
     module_function
 
@@ -39,7 +39,8 @@ module Mwrap
       FileUtils.rm_f(options.report) if options.report
       workload = load_workload(options)
       report = Mwrap.measure_growth(rounds: options.rounds, warmup: options.warmup,
-                                    min_growth: options.min_growth, ignore: options.ignore) do
+                                    min_growth: options.min_growth, ignore: options.ignore,
+                                    app_root: options.app_root) do
         workload.eval
       rescue StandardError, ScriptError => e
         raise WorkloadError, "the workload #{options.workload} raised", cause: e
@@ -87,6 +88,7 @@ module Mwrap
           raise UsageError, "--ignore #{re.inspect}: #{e.message}"
         end
         p.on("--report FILE", "write the JSON report to FILE") { |f| o.report = f }
+        p.on("--app-root DIR", "charge allocations to the innermost frame under DIR") { |d| o.app_root = d }
         p.on("--limit N", Integer, "rows in the failure table (default #{Growth::TABLE_LIMIT})") { |n| o.limit = n }
       end
       rest = parser.parse(argv)
@@ -95,6 +97,7 @@ module Mwrap
       o.workload = rest.first
       Growth.check_limits!(o.max_growth, o.max_growth_per_location)
       Growth.check_options!(rounds: o.rounds, warmup: o.warmup, min_growth: o.min_growth, ignore: o.ignore)
+      o.app_root = Growth.check_app_root!(o.app_root)
       raise UsageError, "--limit must be >= 1, got #{o.limit}" unless o.limit >= 1
 
       o

@@ -10,6 +10,7 @@ module Mwrap
   #
   #   assert_no_memory_growth { work }
   #   assert_no_memory_growth(rounds: 5, warmup: 2, max_growth: 100_000) { work }
+  #   assert_no_memory_growth(app_root: Dir.pwd) { work } # charged to the app's lines
   #
   # The block runs warmup + rounds times (Mwrap.measure_growth); the
   # assertion fails when the locations whose live bytes rose in every round
@@ -21,12 +22,13 @@ module Mwrap
     KEYWORDS = [*Growth::MEASURE_KEYWORDS, *Growth::LIMIT_KEYWORDS, :message].freeze
 
     def assert_no_memory_growth(rounds: 5, warmup: 2, max_growth: 0, max_growth_per_location: nil, min_growth: 0,
-                                ignore: [], message: nil, **unknown, &block)
+                                ignore: [], app_root: nil, message: nil, **unknown, &block)
       Growth.check_keywords!(unknown, KEYWORDS, "assert_no_memory_growth")
       raise ArgumentError, "assert_no_memory_growth needs a block (the workload)" unless block
 
       Growth.check_limits!(max_growth, max_growth_per_location)
-      report = Mwrap.measure_growth(rounds: rounds, warmup: warmup, min_growth: min_growth, ignore: ignore, &block)
+      report = Mwrap.measure_growth(rounds: rounds, warmup: warmup, min_growth: min_growth, ignore: ignore,
+                                    app_root: app_root, &block)
       limits = { max_growth: max_growth, max_growth_per_location: max_growth_per_location }
       assert(report.passed?(**limits), lambda do
         text = "Memory grew.\n#{report.failure_message(**limits)}"

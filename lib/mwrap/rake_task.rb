@@ -51,6 +51,9 @@ module Mwrap
     attr_accessor :ignore
     # Path of the JSON report, written whether the check passes or fails (default nil: none).
     attr_accessor :report
+    # Directory whose Ruby files are the app's: allocations are charged to
+    # the innermost frame under it (default nil: the innermost frame).
+    attr_accessor :app_root
     # Extra options for the child ruby, e.g. ["-W0"] (default []).
     attr_accessor :ruby_opts
     # Rows of the failure table (default 25).
@@ -76,6 +79,7 @@ module Mwrap
       @max_growth_per_location = nil
       @ignore = []
       @report = nil
+      @app_root = nil
       @ruby_opts = []
       @table_rows = 25
       @verbose = false
@@ -95,6 +99,7 @@ module Mwrap
       args.push("--max-growth-per-location", max_growth_per_location.to_s) if max_growth_per_location
       Array(ignore).each { |pattern| args.push("--ignore", ignore_source(pattern)) }
       args.push("--report", report.to_s) if report
+      args.push("--app-root", Growth.check_app_root!(app_root)) if app_root
       args.push("--", workload.to_s)
     end
 
@@ -181,6 +186,7 @@ module Mwrap
     def check_growth_options!
       Growth.check_options!(rounds: rounds, warmup: warmup, min_growth: min_growth, ignore: ignore)
       Growth.check_limits!(max_growth, max_growth_per_location)
+      Growth.check_app_root!(app_root)
     rescue ArgumentError => e
       raise ArgumentError, "Mwrap::RakeTask #{name}: #{e.message}"
     end

@@ -8,6 +8,7 @@ module Mwrap
   #
   #   expect { work }.not_to leak_memory
   #   expect { work }.not_to leak_memory(rounds: 5, warmup: 2, max_growth: 100_000)
+  #   expect { work }.not_to leak_memory(app_root: Dir.pwd) # charged to the app's lines
   #
   # The block runs warmup + rounds times (Mwrap.measure_growth). It "leaks"
   # when the locations whose live bytes rose in every round gained more
@@ -25,11 +26,12 @@ module Mwrap
       attr_reader :report
 
       def initialize(rounds: 5, warmup: 2, max_growth: 0, max_growth_per_location: nil, min_growth: 0,
-                     ignore: [], **unknown)
+                     ignore: [], app_root: nil, **unknown)
         Growth.check_keywords!(unknown, KEYWORDS, "leak_memory")
         @options = { rounds: rounds, warmup: warmup, min_growth: min_growth,
                      ignore: Growth.check_options!(rounds: rounds, warmup: warmup, min_growth: min_growth,
-                                                   ignore: ignore) }
+                                                   ignore: ignore),
+                     app_root: Growth.check_app_root!(app_root) }
         Growth.check_limits!(max_growth, max_growth_per_location)
         @limits = { max_growth: max_growth, max_growth_per_location: max_growth_per_location }
       end

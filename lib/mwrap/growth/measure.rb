@@ -28,12 +28,26 @@ module Mwrap
     # Runs the block `warmup` times, then `rounds` times, snapshotting live
     # memory per location after the warmup and after every round (after a
     # full GC). Returns a Report. See Mwrap.measure_growth.
-    def measure(rounds: 5, warmup: 2, min_growth: 0, ignore: [])
-      raise ArgumentError, "Mwrap.measure_growth needs a block (the workload, run once per round)" unless block_given?
+    def measure(rounds: 5, warmup: 2, min_growth: 0, ignore: [], app_root: nil, &block)
+      raise ArgumentError, "Mwrap.measure_growth needs a block (the workload, run once per round)" unless block
 
       ignore = check_options!(rounds: rounds, warmup: warmup, min_growth: min_growth, ignore: ignore)
+      app_root = check_app_root!(app_root)
       raise NotPreloadedError unless Mwrap.preloaded?
+      return measure_rounds(rounds, warmup, min_growth, ignore, &block) unless app_root
 
+      # Allocations are charged to the app's own lines while the workload
+      # runs (see Mwrap.app_root=); the setting it had comes back after.
+      previous = Mwrap.app_root
+      Mwrap.app_root = app_root
+      begin
+        measure_rounds(rounds, warmup, min_growth, ignore, &block)
+      ensure
+        Mwrap.app_root = previous
+      end
+    end
+
+    def measure_rounds(rounds, warmup, min_growth, ignore)
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       warmup.times { yield }
       # What is kept between rounds holds no Ruby object per location (only
@@ -108,11 +122,17 @@ module Mwrap
   # is not above `min_growth` bytes, or that match an `ignore` pattern
   # (Regexp, substring String, Proc), are left out.
   #
+  # With `app_root` (a directory), allocations made while the block runs
+  # are charged to the innermost Ruby frame whose file is under it, so that
+  # what a library keeps shows on the app line that called it (see
+  # Mwrap.app_root=).
+  #
   # Raises Mwrap::NotPreloadedError when the process is not running under
   # the preload (start it with `mwrap …`).
   # An unknown keyword is an ArgumentError that names it.
-  def self.measure_growth(rounds: 5, warmup: 2, min_growth: 0, ignore: [], **unknown, &block)
+  def self.measure_growth(rounds: 5, warmup: 2, min_growth: 0, ignore: [], app_root: nil, **unknown, &block)
     Growth.check_keywords!(unknown, Growth::MEASURE_KEYWORDS, "Mwrap.measure_growth")
-    Growth.measure(rounds: rounds, warmup: warmup, min_growth: min_growth, ignore: ignore, &block)
+    Growth.measure(rounds: rounds, warmup: warmup, min_growth: min_growth, ignore: ignore, app_root: app_root,
+                   &block)
   end
 end

@@ -4,7 +4,7 @@ module Mwrap
   module Growth
     # The keywords of a measurement (Mwrap.measure_growth) and of a verdict
     # (Report#passed? and the other Report methods, the matchers).
-    MEASURE_KEYWORDS = %i[rounds warmup min_growth ignore].freeze
+    MEASURE_KEYWORDS = %i[rounds warmup min_growth ignore app_root].freeze
     LIMIT_KEYWORDS = %i[max_growth max_growth_per_location].freeze
 
     # The checks of those keywords and their values. Pure Ruby, with no
@@ -40,6 +40,20 @@ module Mwrap
         raise ArgumentError, "ignore takes Regexps, Strings (substrings) or Procs, got #{p.inspect}"
       end
       patterns
+    end
+
+    # Validates measure_growth's app_root: nil, or an existing directory
+    # (String or Pathname); returns it as an absolute String or nil.
+    def check_app_root!(app_root)
+      return nil if app_root.nil?
+
+      path = app_root.respond_to?(:to_path) ? app_root.to_path : app_root
+      unless path.is_a?(String)
+        raise ArgumentError, "app_root must be a directory (String or Pathname) or nil, got #{app_root.inspect}"
+      end
+      raise ArgumentError, "app_root must be an existing directory, got #{path.inspect}" unless File.directory?(path)
+
+      File.expand_path(path)
     end
 
     def check_limits!(max_growth, max_growth_per_location)
