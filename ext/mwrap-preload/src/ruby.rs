@@ -452,10 +452,11 @@ pub fn can_walk_frames() -> bool {
 pub struct Walk {
     /// Frames written.
     pub frames: usize,
-    /// How many of them a backtrace shows: Ruby's own backtraces leave
-    /// out the two oldest control frames (the VM's dummy top frames), and
-    /// so do recorded stacks; the location may still be one of them, as
-    /// `rb_source_location` finds it.
+    /// How many of them a backtrace shows: Ruby's own backtraces
+    /// (`caller_locations`) leave out the oldest control frame (the
+    /// toplevel frame the main script or `-e` runs above, at line 0), and
+    /// so do recorded stacks; the location may still be that frame, as
+    /// `rb_source_location` finds it (allocations during boot).
     pub shown: usize,
     pub generation: u64,
 }
@@ -481,7 +482,7 @@ pub fn walk_frames(ts: &ThreadData, out: &mut [RawFrame]) -> Option<Walk> {
         let stack = *(ec.add(EC_VM_STACK_OFFSET) as *const *const usize);
         let size = *(ec.add(EC_VM_STACK_SIZE_OFFSET) as *const usize);
         let end = stack.add(size) as usize;
-        let shown_end = end.saturating_sub(2 * walk.cfp_size);
+        let shown_end = end.saturating_sub(walk.cfp_size);
         let mut cfp = *(ec.add(EC_CFP_OFFSET) as *const usize);
         let mut n = 0;
         let mut shown = 0;
