@@ -85,7 +85,7 @@ RSpec.describe "memory-growth matchers" do
             expect { leak_memory(max_growth: -1) }.to raise_error(ArgumentError, /max_growth/)
             expect { leak_memory(max_growht: 1) }
               .to raise_error(ArgumentError, "leak_memory: unknown keyword :max_growht (known keywords: " \
-                                             "rounds, warmup, min_growth, ignore, max_growth, max_growth_per_location)")
+                                             "rounds, warmup, min_growth, ignore, app_root, max_growth, max_growth_per_location)")
           end
         end
       RUBY
@@ -170,7 +170,7 @@ RSpec.describe "memory-growth matchers" do
             it "rejects an unknown keyword" do
               error = assert_raises(ArgumentError) { assert_no_memory_growth(max_growht: 1) {} }
               assert_equal "assert_no_memory_growth: unknown keyword :max_growht (known keywords: rounds, warmup, " \\
-                           "min_growth, ignore, max_growth, max_growth_per_location, message)", error.message
+                           "min_growth, ignore, app_root, max_growth, max_growth_per_location, message)", error.message
             end
           end
         RUBY

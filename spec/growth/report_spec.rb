@@ -242,7 +242,7 @@ RSpec.describe Mwrap::Growth do
       ran = 0
       expect { Mwrap.measure_growth(round: 5) { ran += 1 } }
         .to raise_error(ArgumentError, "Mwrap.measure_growth: unknown keyword :round " \
-                                       "(known keywords: rounds, warmup, min_growth, ignore)")
+                                       "(known keywords: rounds, warmup, min_growth, ignore, app_root)")
       expect { Mwrap.measure_growth(max_growth: 0) { ran += 1 } }
         .to raise_error(ArgumentError, /unknown keyword :max_growth /)
       expect(ran).to eq(0)
