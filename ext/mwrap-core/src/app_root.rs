@@ -4,11 +4,12 @@
 //! called it.
 //!
 //! Paths are compared lexically, component by component: DIR as given
-//! (made absolute against the working directory at start-up) and DIR with
-//! its symlinks resolved both count; a relative file name (the main script
-//! as typed on the command line) is taken relative to that same working
-//! directory. File names are not resolved through symlinks (that would
-//! cost a system call per file).
+//! (made absolute against the working directory when it is set) and DIR
+//! with its symlinks resolved both count; a relative file name (the main
+//! script as typed on the command line) is taken relative to the working
+//! directory at start-up, as Ruby took it, whatever the program's working
+//! directory is now. File names are not resolved through symlinks (that
+//! would cost a system call per file).
 
 /// The application's directory, in the forms a file under it can take.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,22 +17,25 @@ pub struct AppRoot {
     /// Normalised absolute forms of DIR (as given, and resolved), without
     /// a trailing `/`; one or two.
     dirs: Vec<Vec<u8>>,
-    /// The working directory at start-up, normalised.
-    cwd: Vec<u8>,
+    /// The working directory at start-up, normalised: what relative
+    /// file names are relative to.
+    start_dir: Vec<u8>,
 }
 
 impl AppRoot {
-    /// `dir` as given, `resolved` (its `realpath`, if known) and the
-    /// working directory `cwd` (absolute).
-    pub fn new(dir: &[u8], resolved: Option<&[u8]>, cwd: &[u8]) -> AppRoot {
+    /// `dir` as given (relative to `cwd`, the working directory now),
+    /// `resolved` (its `realpath`, if known) and `start_dir`, the working
+    /// directory at start-up; both directories absolute.
+    pub fn new(dir: &[u8], resolved: Option<&[u8]>, cwd: &[u8], start_dir: &[u8]) -> AppRoot {
         let cwd = normalize(cwd, b"/").unwrap_or_else(|| b"/".to_vec());
+        let start_dir = normalize(start_dir, b"/").unwrap_or_else(|| cwd.clone());
         let mut dirs = vec![normalize(dir, &cwd).unwrap_or_default()];
         if let Some(r) = resolved.and_then(|r| normalize(r, &cwd)) {
             if !dirs.contains(&r) {
                 dirs.push(r);
             }
         }
-        AppRoot { dirs, cwd }
+        AppRoot { dirs, start_dir }
     }
 
     /// The directory as given, made absolute and normalised.
@@ -46,7 +50,7 @@ impl AppRoot {
         if path.is_empty() || path.starts_with(b"(") || path.starts_with(b"<") || path == b"-e" {
             return false;
         }
-        let Some(file) = normalize(path, &self.cwd) else {
+        let Some(file) = normalize(path, &self.start_dir) else {
             return false;
         };
         self.dirs.iter().any(|dir| {
@@ -91,7 +95,7 @@ mod tests {
 
     #[test]
     fn files_under_the_root_by_whole_components() {
-        let r = AppRoot::new(b"/srv/app/", None, b"/home/u");
+        let r = AppRoot::new(b"/srv/app/", None, b"/home/u", b"/home/u");
         assert_eq!(r.dir(), b"/srv/app");
         assert!(r.contains(b"/srv/app/models/user.rb"));
         assert!(r.contains(b"/srv/app/./lib/../config.rb"));
@@ -108,7 +112,7 @@ mod tests {
 
     #[test]
     fn relative_names_and_roots_and_resolved_symlinks() {
-        let r = AppRoot::new(b"app", Some(b"/data/real/app"), b"/home/u");
+        let r = AppRoot::new(b"app", Some(b"/data/real/app"), b"/home/u", b"/home/u");
         assert_eq!(r.dir(), b"/home/u/app");
         assert!(
             r.contains(b"app/main.rb"),
@@ -121,8 +125,17 @@ mod tests {
             "through the resolved path"
         );
         assert!(!r.contains(b"main.rb"));
-        let root = AppRoot::new(b"/", None, b"/");
+        let root = AppRoot::new(b"/", None, b"/", b"/");
         assert!(root.contains(b"/anything.rb"));
         assert!(root.contains(b"relative.rb"));
+    }
+
+    #[test]
+    fn relative_names_against_the_start_up_directory_after_a_chdir() {
+        // Set at run time in /tmp, for a program started in /home/u.
+        let r = AppRoot::new(b"../home/u", None, b"/tmp", b"/home/u");
+        assert_eq!(r.dir(), b"/home/u");
+        assert!(r.contains(b"main.rb"), "Ruby's name for /home/u/main.rb");
+        assert!(!AppRoot::new(b".", None, b"/tmp", b"/home/u").contains(b"main.rb"));
     }
 }

@@ -106,6 +106,9 @@ pub struct Config {
     pub bt: u8,
     /// The checked `app_root`.
     pub app_root: Option<AppRoot>,
+    /// The working directory at start-up (absolute), which Ruby's relative
+    /// file names are relative to; None if it could not be had.
+    pub start_dir: Option<Vec<u8>>,
 }
 
 impl Config {
@@ -118,15 +121,19 @@ impl Config {
 /// Reads `MWRAP`, reports bad entries as one stderr line, and sets up the
 /// dump's destinations.
 pub fn from_env() -> Config {
+    let mut config = Config {
+        // One getcwd per process, for `Mwrap.app_root=` set after a chdir.
+        start_dir: errno::preserved(|| absolute(b".").ok()),
+        ..Config::default()
+    };
     // SAFETY: getenv returns a NUL-terminated string or NULL.
     let raw = unsafe { libc::getenv(c"MWRAP".as_ptr()) };
     if raw.is_null() {
-        return Config::default();
+        return config;
     }
     // SAFETY: as above.
     let value = unsafe { core::ffi::CStr::from_ptr(raw) }.to_bytes();
     let (options, mut problems) = options::parse(value);
-    let mut config = Config::default();
     if let Some(path) = &options.dump_path {
         match absolute(path).and_then(|abs| check_dump_path(&abs).map(|()| abs)) {
             Ok(abs) => config.dump_path = Some(abs),
@@ -164,7 +171,7 @@ pub fn from_env() -> Config {
         0
     };
     if let Some(dir) = &options.app_root {
-        match app_root(dir) {
+        match app_root(dir, config.start_dir.as_deref()) {
             Ok(root) => config.app_root = Some(root),
             Err(e) => problems.push(format!("app_root {}: {e}", options::quoted(dir))),
         }
@@ -177,9 +184,11 @@ pub fn from_env() -> Config {
 }
 
 /// The application root of `MWRAP=app_root` (or `Mwrap.app_root=`): an
-/// existing directory, as given and resolved, with the working directory
-/// relative Ruby file names are taken against. The error says why not.
-pub fn app_root(dir: &[u8]) -> Result<AppRoot, String> {
+/// existing directory, as given (relative to the working directory now)
+/// and resolved, with `start_dir`, the start-up directory that relative
+/// Ruby file names are taken against (the current one when unknown). The
+/// error says why not.
+pub fn app_root(dir: &[u8], start_dir: Option<&[u8]>) -> Result<AppRoot, String> {
     let mut c = dir.to_vec();
     c.push(0);
     let mut resolved = [0u8; libc::PATH_MAX as usize];
@@ -204,7 +213,12 @@ pub fn app_root(dir: &[u8]) -> Result<AppRoot, String> {
     ok.map_err(strerror)?;
     let len = resolved.iter().position(|&b| b == 0).unwrap_or(0);
     let cwd = absolute(b".").map_err(strerror)?;
-    Ok(AppRoot::new(dir, Some(&resolved[..len]), &cwd))
+    Ok(AppRoot::new(
+        dir,
+        Some(&resolved[..len]),
+        &cwd,
+        start_dir.unwrap_or(&cwd),
+    ))
 }
 
 /// `path` made absolute against the current directory.

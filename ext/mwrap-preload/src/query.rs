@@ -21,7 +21,7 @@ use mwrap_core::SiteKey;
 use crate::names::Symbols;
 use crate::per_thread::{self, lock_cx};
 use crate::ruby;
-use crate::state::{current_generation, HEAP, SITES, STACKS};
+use crate::state::{current_generation, CONFIG, HEAP, SITES, STACKS};
 
 pub static API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
@@ -370,7 +370,10 @@ unsafe extern "C" fn set_app_root(
     }
     // SAFETY: the extension passes `len` readable bytes.
     let dir = unsafe { core::slice::from_raw_parts(dir, len) };
-    match reading(Err(String::new()), |_| crate::config::app_root(dir)) {
+    let start_dir = CONFIG.get().and_then(|c| c.start_dir.as_deref());
+    match reading(Err(String::new()), |_| {
+        crate::config::app_root(dir, start_dir)
+    }) {
         Ok(root) => {
             reading((), |_| crate::state::set_app_root(Some(root)));
             STATUS_OK
