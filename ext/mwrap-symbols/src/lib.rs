@@ -57,6 +57,7 @@ mod symbolizer;
 mod symbols;
 
 pub use loaded::{resolve_dl_find_object, DlFindObject, DlFindObjectFn, BUILD_ID_MAX};
+pub use memory::copy_cstr;
 pub use module::{ModuleRecord, MODULE_PATH_MAX};
 pub use symbolizer::{Stats, Symbolizer, DEFAULT_DEBUG_ROOT};
 

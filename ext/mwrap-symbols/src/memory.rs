@@ -57,7 +57,7 @@ unsafe impl Plain for usize {
 /// Copies the NUL-terminated string at `p` into `buf` and returns the copy
 /// (cut at `buf.len()`; `.1` is true when it was cut), or None when `p` is
 /// null or the string runs into unmapped memory.
-pub(crate) fn copy_cstr(p: usize, buf: &mut [u8]) -> Option<(&[u8], bool)> {
+pub fn copy_cstr(p: usize, buf: &mut [u8]) -> Option<(&[u8], bool)> {
     if p == 0 {
         return None;
     }
