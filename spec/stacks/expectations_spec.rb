@@ -1,0 +1,91 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "json"
+require "tmpdir"
+
+# What README's "Why is this line allocating?" promises, each in a real
+# process under the built preload: native stacks (bt:N), Ruby frames
+# (ruby_bt:N), app_root, the GVL-released location, frame names from
+# .symtab and DWARF, unchanged per-location numbers, the folded and JSON
+# dumps.
+RSpec.describe "stacks: README's expectations" do
+  before(:all) { require_preload! }
+
+  let(:fixtures) { File.join(__dir__, "fixtures") }
+  let(:nest_dir) { File.join(fixtures, "nest") }
+  let(:nest_lib) { File.join(nest_dir, "lib", "nest.rb") }
+  let(:nest_main) { File.join(nest_dir, "app", "main.rb") }
+
+  # "path:N" for the line of `path` carrying the comment `# MARK`.
+  def marked(path, mark)
+    index = File.readlines(path).index { |l| l.include?("# #{mark}") } or raise "no # #{mark} in #{path}"
+    "#{path}:#{index + 1}"
+  end
+
+  # Runs `args` under the preload with MWRAP=`mwrap`; fails on stderr output
+  # or a non-zero exit.
+  def run_ok(mwrap, *args, ruby_opts: [], chdir: MwrapSpecHelpers::ROOT)
+    env, cmd = ruby_command(args, env: { "MWRAP" => mwrap }, ruby_opts: ruby_opts)
+    r = capture(env, *cmd, chdir: chdir)
+    expect([r.stderr, r.exitstatus]).to eq(["", 0]), r.describe
+    r
+  end
+
+  # The JSON lines of stdout (each a stack row), ignoring other lines.
+  def json_rows(stdout)
+    stdout.lines.grep(/\A\[/).map { |l| JSON.parse(l) }
+  end
+
+  describe "bt:16 on the ISeq leak (examples/iseq_leak.rb)" do
+    it "names the compiler in the largest live stack of the module_eval line, whose totals are its rows' sums" do
+      example = File.join(MwrapSpecHelpers::EXAMPLES, "iseq_leak.rb")
+      line = File.readlines(example).index { |l| l.include?(".module_eval(") } + 1
+      r = run_ok("bt:16", "-r", "mwrap", "-rjson", "-e", <<~RUBY, example)
+        load ARGV[0]
+        loc = Mwrap["\#{ARGV[0]}:#{line}"]
+        puts JSON.generate(totals: [loc.total, loc.allocations, loc.frees, loc.live_bytes, loc.live_count],
+                           stacks: loc.stacks, each_stack: Mwrap.each_stack.select { |row| row[0] == loc.name })
+      RUBY
+      out = JSON.parse(r.stdout.lines.last)
+      rows = out["stacks"]
+      expect(rows.size).to be > 1
+      sums = (3..7).map { |i| rows.sum { |row| row[i] } }
+      expect(sums).to eq(out["totals"])
+      # 2,000 methods compiled and kept: a few MB live at that line.
+      expect(out["totals"][3]).to be > 2_000 * 1_000
+      expect(rows.map(&:first).uniq).to eq(["#{example}:#{line}"])
+      expect(out["each_stack"].sort_by(&:to_s)).to eq(rows.sort_by(&:to_s))
+      top = rows.max_by { |row| row[6] }
+      expect(top[7]).to be >= 2_000
+      expect(top[2].size).to be_between(2, 16)
+      expect(top[2]).to include(/\((rb_iseq_compile_node|rb_iseq_new_with_opt|rb_iseq_new_eval)\+0x\h+\) \[0x\h+\]\z/)
+      expect(top[1]).to eq([])
+    end
+  end
+
+  describe "ruby_bt:8 on a → b → c" do
+    let(:c_line) { marked(nest_lib, "C_LINE") }
+    let(:stack) do
+      [c_line, marked(nest_lib, "B_LINE"), marked(nest_lib, "A_LINE"), marked(nest_main, "MEASURED_LINE")]
+    end
+
+    it "records c's line, b's and a's call lines and the caller's line, innermost first, with the 100,001 bytes" do
+      r = run_ok("ruby_bt:8", nest_main, ruby_opts: ["--disable-gems"])
+      rows = json_rows(r.stdout)
+      row = rows.find { |l| l[1] == stack }
+      expect(row).to eq([c_line, stack, [], 100_001, 1, 0, 100_001, 1]), r.stdout
+      warm = [*stack[0, 3], marked(nest_main, "WARM_LINE")]
+      expect(rows.find { |l| l[1] == warm }&.first).to eq(c_line)
+      # Only the two calls' stacks end at c's line with c's frame innermost.
+      expect(rows.count { |l| l[0] == c_line && l[1].size == 4 }).to eq(2)
+    end
+
+    it "charges it to the caller's line under app_root, ruby_frames[0] still c's line" do
+      r = run_ok("ruby_bt:8,app_root:#{File.join(nest_dir, 'app')}", nest_main, ruby_opts: ["--disable-gems"])
+      rows = json_rows(r.stdout)
+      expect(rows.find { |l| l[1] == stack }).to eq([stack.last, stack, [], 100_001, 1, 0, 100_001, 1]), r.stdout
+      expect(rows.map(&:first)).not_to include(c_line)
+    end
+  end
+end
