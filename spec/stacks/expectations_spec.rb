@@ -19,7 +19,7 @@ RSpec.describe "stacks: README's expectations" do
 
   # "path:N" for the line of `path` carrying the comment `# MARK`.
   def marked(path, mark)
-    index = File.readlines(path).index { |l| l.include?("# #{mark}") } or raise "no # #{mark} in #{path}"
+    index = File.readlines(path).index { |l| l.match?(%r{(#|/\*) #{mark}\b}) } or raise "no # #{mark} in #{path}"
     "#{path}:#{index + 1}"
   end
 
@@ -86,6 +86,39 @@ RSpec.describe "stacks: README's expectations" do
       rows = json_rows(r.stdout)
       expect(rows.find { |l| l[1] == stack }).to eq([stack.last, stack, [], 100_001, 1, 0, 100_001, 1]), r.stdout
       expect(rows.map(&:first)).not_to include(c_line)
+    end
+  end
+  describe "native allocations of a C helper" do
+    let(:helper_source) { File.join(fixtures, "stacks_helper.c") }
+    let(:malloc_line) { marked(helper_source, "MALLOC_LINE").split(":").last.to_i }
+
+    def helper(cflags)
+      CBuildCache.build(helper_source, shared: true, cflags: cflags, libs: %w[-ldl])
+    end
+
+    it "charges 1,000 blocks kept with the GVL released (Fiddle::Function) to the Ruby line of the call" do
+      script = File.join(fixtures, "gvl.rb")
+      r = run_ok("bt:8", script, helper(%w[-O1]), ruby_opts: ["--disable-gems"])
+      # total, allocations, frees grown by the 1,000 calls; no call held the GVL.
+      expect(r.stdout).to eq("[4096000, 1000, 0, 0]\n")
+    end
+
+    it "names a static function from DWARF with the malloc call's line (-g -O0)" do
+      r = run_ok("bt:8", File.join(fixtures, "dwarf.rb"), helper(%w[-g -O0]), ruby_opts: ["--disable-gems"])
+      rows = r.stdout.lines.map { |l| JSON.parse(l) }
+      expect(rows.size).to eq(1), r.stdout
+      location, native, total = rows.first
+      expect([location, total]).to eq([marked(File.join(fixtures, "dwarf.rb"), "ENTRY_LINE"), 7777])
+      expect(native.first).to match(%r{/libstacks_helper\.so\(stacks_leaf\+0x\h+\) \[0x\h+\] at (\S*/)?stacks_helper\.c:#{malloc_line}\z})
+      expect(native[1]).to match(/\(stacks_entry\+0x\h+\) \[0x\h+\] at (\S*\/)?stacks_helper\.c:\d+\z/)
+    end
+
+    it "names it from .symtab alone (no -g, not stripped), without a source line" do
+      r = run_ok("bt:8", File.join(fixtures, "dwarf.rb"), helper(%w[-O0]), ruby_opts: ["--disable-gems"])
+      rows = r.stdout.lines.map { |l| JSON.parse(l) }
+      expect(rows.size).to eq(1), r.stdout
+      expect(rows.first[1].first).to match(%r{/libstacks_helper\.so\(stacks_leaf\+0x\h+\) \[0x\h+\]\z})
+      expect(rows.first[1].take(2).join).not_to include(" at ")
     end
   end
 end
