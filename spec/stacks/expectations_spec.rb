@@ -121,4 +121,21 @@ RSpec.describe "stacks: README's expectations" do
       expect(rows.first[1].take(2).join).not_to include(" at ")
     end
   end
+  describe "per-location numbers with stacks on" do
+    # MWRAP values of one length: Ruby allocates differently when its
+    # environment is longer.
+    it "are the same with bt:16,ruby_bt:16 as with bt:00,ruby_bt:00 (nothing recorded)" do
+      script = File.join(fixtures, "steady.rb")
+      on, off = %w[bt:16,ruby_bt:16 bt:00,ruby_bt:00].map do |mwrap|
+        run_ok(mwrap, script, ruby_opts: ["--disable-gems"]).stdout.lines
+      end
+      expect(on.pop).to eq("recording 16 16 true\n")
+      expect(off.pop).to eq("recording 0 0 false\n")
+      rows = ->(lines) { lines.map { |l| l.split.map { |w| Integer(w) } }.sort }
+      expect(rows.(on).size).to be >= 5
+      # The 100,001-byte String is among them.
+      expect(rows.(on).map { |r| r[1] }.max).to be >= 100_001
+      expect(rows.(on)).to eq(rows.(off))
+    end
+  end
 end
