@@ -138,4 +138,81 @@ RSpec.describe "stacks: README's expectations" do
       expect(rows.(on)).to eq(rows.(off))
     end
   end
+  describe "app_root on a library keeping 200 documents (spec/growth/fixtures/app_root)" do
+    let(:growth_fixtures) { File.join(__dir__, "..", "growth", "fixtures", "app_root").then { |d| File.expand_path(d) } }
+    let(:app) { File.join(growth_fixtures, "app") }
+    let(:handler_line) { "#{File.join(app, 'handler.rb')}:8" }
+    let(:library_line) { "#{File.join(growth_fixtures, 'vendor', 'doc_store', 'lib', 'doc_store.rb')}:9" }
+
+    # The fixtures' locations, largest live first.
+    def top_lines(mwrap)
+      r = run_ok(mwrap, "-I", File.join(growth_fixtures, "vendor", "doc_store", "lib"), "-I", app, "-rhandler",
+                 "-e", <<~RUBY, ruby_opts: ["--disable-gems"])
+                   Handler.call(200)
+                   require "mwrap"
+                   rows = []
+                   Mwrap.each { |loc, *| rows << [Mwrap[loc].live_bytes, loc] if loc.start_with?(#{growth_fixtures.dump}) }
+                   rows.sort.reverse.each { |live, loc| puts "\#{live} \#{loc}" }
+                 RUBY
+      r.stdout.lines.map(&:split)
+    end
+
+    it "puts the library's line on top without it and the app's calling line with it" do
+      without = top_lines("bt:0")
+      expect(without.first[1]).to eq(library_line), without.inspect
+      # 200 documents of 3 fields of 50 copies: over 200 * 3 * 50 bytes live.
+      expect(without.first[0].to_i).to be > 200 * 150
+      with = top_lines("app_root:#{app}")
+      expect(with.first[1]).to eq(handler_line), with.inspect
+      expect(with.first[0].to_i).to be >= without.first[0].to_i
+      expect(with.map(&:last)).not_to include(library_line)
+    end
+  end
+
+  describe "dump formats of the nest script" do
+    let(:stack) do
+      [marked(nest_lib, "C_LINE"), marked(nest_lib, "B_LINE"), marked(nest_lib, "A_LINE"),
+       marked(nest_main, "MEASURED_LINE")]
+    end
+
+    def dump(format, extra = "")
+      Dir.mktmpdir do |dir|
+        path = File.join(dir, "dump")
+        run_ok("ruby_bt:8,dump_format:#{format},dump_path:#{path}#{extra}", nest_main, ruby_opts: ["--disable-gems"])
+        File.read(path)
+      end
+    end
+
+    it "folded: outermost first, `;`-separated, live bytes last" do
+      lines = dump("folded").lines
+      expect(lines).to include("#{stack.reverse.join(';')} 100001\n")
+      expect(lines).to all(match(/\A\S.* \d+\n\z/))
+    end
+
+    it "folded: writes a `;` in a file name as \\x3b" do
+      Dir.mktmpdir do |dir|
+        script = File.join(dir, "semi;colon.rb")
+        File.write(script, "KEEP = \"x\" * 200_000\n")
+        path = File.join(dir, "dump")
+        run_ok("ruby_bt:8,dump_format:folded,dump_path:#{path}", script, ruby_opts: ["--disable-gems"])
+        escaped = "#{File.join(dir, 'semi\\x3bcolon.rb')}:1"
+        line = File.read(path).lines.find { |l| l.start_with?(escaped) }
+        expect(line).to match(/\A#{Regexp.escape(escaped)} \d+\n\z/)
+        expect(line.split.last.to_i).to be >= 200_001
+      end
+    end
+
+    it "json: one document, mwrap 1, the nest row's exact numbers" do
+      doc = JSON.parse(dump("json", ",dump_min:100000"))
+      expect(doc["mwrap"]).to eq(1)
+      loc = doc["locations"].find { |l| l["location"] == stack.first }
+      expect(loc).not_to be_nil, doc["locations"].map { |l| l["location"] }.inspect
+      row = loc["stacks"].find { |st| st["ruby"] == stack }
+      expect(row).to eq("ruby" => stack, "native" => [], "total" => 100_001, "allocations" => 1, "frees" => 0,
+                        "live_bytes" => 100_001, "live_count" => 1)
+      %w[total allocations frees live_bytes live_count].each do |key|
+        expect(loc["stacks"].sum { |st| st[key] }).to eq(loc[key]), key
+      end
+    end
+  end
 end
