@@ -176,3 +176,164 @@ RSpec.describe "stacks: the Ruby API" do
     expect(v[:type][1]).to include("42")
   end
 end
+
+# Exact messages of the argument errors, frame names that need escaping,
+# the fake preload's canned rows, and the API without any preload.
+RSpec.describe "stacks: the Ruby API's names, errors and canned rows" do
+  before { require_preload! }
+
+  let(:tmp) { Dir.mktmpdir("mwrap-stacks-api") }
+  after { FileUtils.rm_rf(tmp) }
+
+  it "app_root= takes a relative path (made absolute) or a Pathname, and names every bad value" do
+    file = File.join(tmp, "file")
+    File.write(file, "")
+    code = <<~RUBY
+      require "mwrap"
+      require "pathname"
+      #{MwrapApiHelpers::SHOW}
+      show :start, Mwrap.app_root
+      Mwrap.app_root = "lib"
+      show :rel, [Mwrap.app_root, Mwrap.app_root.frozen?, Mwrap.recording[:app_root]]
+      Mwrap.app_root = Pathname.new(#{tmp.dump})
+      show :pathname, Mwrap.app_root
+      errors = [42, :sym, "", "a\\0b", "/nonexistent", #{file.dump}].map do |bad|
+        Mwrap.app_root = bad
+        [bad, "no error"]
+      rescue => e
+        [bad, e.class.name, e.message]
+      end
+      show :errors, errors
+      show :kept, Mwrap.app_root
+    RUBY
+    _, out = run_api(code, dir: tmp)
+    v = values(out)
+    expect(v[:start]).to be_nil
+    expect(v[:rel]).to eq([File.join(MwrapSpecHelpers::ROOT, "lib"), true, File.join(MwrapSpecHelpers::ROOT, "lib")])
+    expect(v[:pathname]).to eq(tmp)
+    expect(v[:errors]).to eq([
+                               [42, "TypeError", "app_root must be a String, a Pathname or nil, not 42 (Integer)"],
+                               [:sym, "TypeError", "app_root must be a String, a Pathname or nil, not :sym (Symbol)"],
+                               ["", "ArgumentError", 'app_root must be a directory, not ""'],
+                               ["a\0b", "ArgumentError", 'app_root must be a directory, not "a\u0000b"'],
+                               ["/nonexistent", "ArgumentError", 'app_root "/nonexistent": No such file or directory'],
+                               [file, "ArgumentError", "app_root #{file.dump}: Not a directory"]
+                             ])
+    expect(v[:kept]).to eq(tmp) # a refused value leaves the last good one
+  end
+
+  it "names the argument in each_stack's errors, raised before any Enumerator is made" do
+    code = <<~RUBY
+      require "mwrap"
+      #{MwrapApiHelpers::SHOW}
+      calls = { str: -> { Mwrap.each_stack("x") {} }, neg: -> { Mwrap.each_stack(-1) {} },
+                neg_enum: -> { Mwrap.each_stack(-1) }, float: -> { Mwrap.each_stack(1.5) {} },
+                two: -> { Mwrap.each_stack(1, 2) }, big: -> { Mwrap.each_stack(1 << 64).to_a } }
+      calls.each do |key, call|
+        show key, [call.call.class.name]
+      rescue => e
+        show key, [e.class.name, e.message]
+      end
+    RUBY
+    _, out = run_api(code, dir: tmp, env: { "MWRAP" => "bt:2" })
+    v = values(out)
+    expect(v[:str]).to eq(["TypeError", 'min must be an Integer, not "x" (String)'])
+    expect(v[:neg]).to eq(["ArgumentError", "min must not be negative: -1"])
+    expect(v[:neg_enum]).to eq(["ArgumentError", "min must not be negative: -1"])
+    expect(v[:float]).to eq(["TypeError", "min must be an Integer, not 1.5 (Float)"])
+    expect(v[:two]).to eq(["ArgumentError", "wrong number of arguments (given 2, expected 0..1)"])
+    expect(v[:big]).to eq(["Array"]) # above every total: nothing, no RangeError
+  end
+
+  it "names Ruby frames as locations are named: control bytes and backslashes escaped, other bytes as they are" do
+    name = "odd\n\\\xff.rb".b
+    File.binwrite(File.join(tmp, name), "def odd = \"z\" * 70_000\n")
+    code = <<~RUBY
+      require "mwrap"
+      #{MwrapApiHelpers::SHOW}
+      load Dir[File.join(__dir__, "odd*")].first
+      $x = odd # caller
+      Mwrap.quiet do
+        row = Mwrap.each_stack.find { |r| r[0].include?("odd") && r[1].size == 2 }
+        show :row, [row[0].b, row[1].map(&:b), row[1].map { |f| f.encoding.name }]
+        show :lookup, [Mwrap[row[0]]&.name == row[0], row[3] >= 70_001]
+      end
+    RUBY
+    path, out = run_api(code, dir: tmp, env: { "MWRAP" => "ruby_bt:4" })
+    v = values(out)
+    escaped = "#{tmp}/odd\\n\\\\\xff.rb:1".b
+    expect(v[:row]).to eq([escaped, [escaped, "#{path}:#{line_of(code, '# caller')}".b], %w[ASCII-8BIT UTF-8]])
+    expect(v[:lookup]).to eq([true, true]) # the escaped name finds the location
+  end
+
+  context "with the fake preload's canned stacks" do
+    def run_fake(code)
+      r = run_ruby("-r", "mwrap", "-e", code, preload: fake_preload)
+      expect(r.success?).to be(true), r.describe
+      values(r.stdout)
+    end
+
+    let(:rows) do
+      [["/app/a.rb:10", ["/app/a.rb:10", "/app/main.rb:3"],
+        ["/usr/lib/libfoo.so(func+0x1c) [0x7f000000101c]", "[0xbeef]"], 200, 2, 1, 100, 1],
+       ["/app/a.rb:10", ["/app/a.rb:10", "/app/\xFF.rb:7".b], [], 90, 1, 0, 90, 1],
+       ["/app/a.rb:10", [], [], 10, 0, 0, 10, 0]]
+    end
+
+    it "yields the canned rows exactly, min strictly, and SourceLocation#stacks gives the same rows" do
+      v = run_fake(<<~RUBY)
+        #{MwrapApiHelpers::SHOW}
+        show :all, Mwrap.each_stack.to_a
+        show :min89, Mwrap.each_stack(89).to_a
+        show :min90, Mwrap.each_stack(90).to_a
+        show :min200, Mwrap.each_stack(200).to_a
+        show :first, Mwrap.each_stack.first
+        show :stacks, Mwrap["/app/a.rb:10"].stacks
+        show :other, Mwrap["/app/b.rb:20"].stacks
+        show :enc, Mwrap.each_stack.to_a[1][1].map(&:encoding).map(&:name)
+        show :recording, Mwrap.recording
+      RUBY
+      expect(v[:all]).to eq(rows)
+      expect(v[:min89]).to eq(rows.first(2))
+      expect(v[:min90]).to eq(rows.first(1))
+      expect(v[:min200]).to eq([])
+      expect(v[:first]).to eq(rows.first)
+      expect(v[:stacks]).to eq(rows)
+      expect(v[:other]).to eq([])
+      expect(v[:enc]).to eq(%w[UTF-8 ASCII-8BIT])
+      expect(v[:recording]).to eq({ bt: 16, ruby_bt: 8, app_root: nil })
+    end
+
+    it "passes app_root= to the preload and its refusal back as an ArgumentError naming the directory" do
+      v = run_fake(<<~RUBY)
+        #{MwrapApiHelpers::SHOW}
+        Mwrap.app_root = "/srv/app"
+        show :set, [Mwrap.app_root, Mwrap.recording[:app_root]]
+        begin
+          Mwrap.app_root = "/nonexistent"
+        rescue ArgumentError => e
+          show :err, e.message
+        end
+        show :kept, Mwrap.app_root
+        Mwrap.app_root = nil
+        show :off, Mwrap.app_root
+      RUBY
+      expect(v[:set]).to eq(["/srv/app", "/srv/app"])
+      expect(v[:err]).to eq('app_root "/nonexistent": No such file or directory')
+      expect(v[:kept]).to eq("/srv/app")
+      expect(v[:off]).to be_nil
+    end
+  end
+
+  it "without the preload yields nothing, records nothing, and still type-checks arguments" do
+    r = run_ruby("-r", "mwrap", "-e", <<~RUBY, preload: nil)
+      p Mwrap.each_stack.to_a, Mwrap.each_stack {}, Mwrap.recording, Mwrap.app_root
+      begin; Mwrap.each_stack("x") {}; rescue TypeError => e; p e.message; end
+      begin; Mwrap.app_root = 1; rescue TypeError => e; p e.message; end
+    RUBY
+    expect(r.success?).to be(true), r.describe
+    expect(r.stdout).to eq("[]\nnil\n{:bt=>0, :ruby_bt=>0, :app_root=>nil}\nnil\n" \
+                           "\"min must be an Integer, not \\\"x\\\" (String)\"\n" \
+                           "\"app_root must be a String, a Pathname or nil, not 1 (Integer)\"\n")
+  end
+end
