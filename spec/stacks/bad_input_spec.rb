@@ -29,7 +29,13 @@ RSpec.describe "stacks: bad MWRAP entries" do
     "dump_format:xml" => 'dump_format "xml" is not text, folded or json',
     "dump_format:json,dump_heap:1" =>
       "dump_heap goes with dump_format:text only (the heap part is text); dump_heap 1 ignored",
-    "app_root:/nonexistent" => 'app_root "/nonexistent": No such file or directory'
+    "app_root:/nonexistent" => 'app_root "/nonexistent": No such file or directory',
+    "app_root:" => "app_root is empty",
+    "app_root:#{File.expand_path(__FILE__)}" => "app_root #{File.expand_path(__FILE__).dump}: Not a directory",
+    "bt:" => 'bt "" is not a frame count (0 to 64)',
+    "ruby_bt:1.5" => 'ruby_bt "1.5" is not a frame count (0 to 64)',
+    "stacks:16" => 'unknown key "stacks"; known keys: dump_path, dump_fd, dump_min, dump_heap, dump_format, bt, ' \
+                   "ruby_bt, app_root"
   }.each do |mwrap, problem|
     it "MWRAP=#{mwrap}: one stderr line (#{problem}), output and exit status unchanged" do
       plain = ruby_with(nil)
