@@ -136,7 +136,7 @@ RSpec.describe "stacks: robustness with bt:16,ruby_bt:16" do
                      .map { |r| [r[1][0], r[2][0], r[3], r[4]] }
   RUBY
 
-  it "names the frames of a dlclosed library from its file, and a deleted one's as [0x…]" do
+  it "names the frames of a dlclosed library from its file, and a deleted one's without its symbols" do
     lib = CBuildCache.build("#include <stdlib.h>\nvoid *churn_alloc(size_t n) { return malloc(n); }\n",
                             name: "stackchurn", shared: true, flags: ["-O0"])
     gone = File.join(tmp, "libgone.so")
