@@ -176,6 +176,34 @@ RSpec.describe "stacks: robustness with bt:16,ruby_bt:16 (signals, replaced libr
       expect(frame).to match(/\A#{Regexp.escape(lib)}\(b_churn_alloc\+0x\h+\) \[0x\h+\] at \S*b_churn\.c:\d+\z/)
     end
 
+    # Naming a frame looked through every closed object remembered (up to
+    # 4,096) for every frame, so once a program had dlclosed that often,
+    # reading its stacks took about 5 times as long for good.
+    it "reads stacks about as fast after 4,200 dlcloses as before them" do
+      pending "ClosedModules::closed_since scans every closed object for every frame named"
+      code = <<~'RUBY'
+        require "mwrap"
+        require "fiddle"
+        def read_time
+          Array.new(2) do
+            t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+            Mwrap.each_stack { |*| }
+            Process.clock_gettime(Process::CLOCK_MONOTONIC) - t
+          end.min
+        end
+        before = read_time
+        4200.times { Fiddle::Handle.new(ARGV[0]).close }
+        puts Marshal.dump([before, read_time]).unpack1("H*")
+      RUBY
+      path = File.join(tmp, "names_after_churn.rb")
+      File.write(path, code)
+      r = ruby_run(path, stacks_native("b_churn", shared: true), preloaded: true, env: { "MWRAP" => "bt:8" },
+                   timeout: 60)
+      expect([r.stderr, r.exitstatus]).to eq(["", 0]), r.describe
+      before, after = Marshal.load([r.stdout.strip].pack("H*"))
+      expect(after).to be < 2.5 * before + 0.05, "each_stack took #{before.round(3)} s before, #{after.round(3)} s after"
+    end
+
     # README: "printed as `[0x…]` when the file is gone or was replaced";
     # the preload prints the object's path and the frame's offset in it
     # (what it recorded at dlclose), without a symbol: accepted here,
