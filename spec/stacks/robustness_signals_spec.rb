@@ -180,7 +180,6 @@ RSpec.describe "stacks: robustness with bt:16,ruby_bt:16 (signals, replaced libr
     # 4,096) for every frame, so once a program had dlclosed that often,
     # reading its stacks took about 5 times as long for good.
     it "reads stacks about as fast after 4,200 dlcloses as before them" do
-      pending "ClosedModules::closed_since scans every closed object for every frame named"
       code = <<~'RUBY'
         require "mwrap"
         require "fiddle"
