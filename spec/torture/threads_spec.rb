@@ -49,24 +49,33 @@ RSpec.describe "torture: threads, dlopen and exit" do
     TortureHelpers.note("clear_storm", report["stats"].merge("seconds" => seconds))
   end
 
-  def dlopen_churn(seconds, child_mode)
+  def dlopen_churn(seconds, child_mode, mwrap: nil)
     # Under GC.stress one Mwrap.each of ~2,000 locations takes ~10 s (a GC per
     # allocation), so forked children outlive the script's 30 s per-child bound.
     skip "too slow under MWRAP_GC_STRESS (a GC per allocation in every forked child)" if ENV["MWRAP_GC_STRESS"] == "1"
     r = TortureHelpers.ruby_timed(TortureHelpers.script("dlopen"), TortureHelpers.threads_helper,
-                                  TortureHelpers.churn_library, seconds.to_s, child_mode, timeout: seconds + 120)
+                                  TortureHelpers.churn_library, seconds.to_s, child_mode, timeout: seconds + 120,
+                                  env: mwrap ? { "MWRAP" => mwrap } : {})
     expect(r.success?).to be(true), r.describe
     report = JSON.parse(r.stdout.lines.last)
     expect(report["failures"]).to eq([]), "#{report['failures'].size} failures, stats #{report['stats']}\n" \
                                           "#{report['failures'].first(3).join("\n")}\n#{r.stderr[0, 3000]}"
     expect(report["stats"]["dlopen_rounds"]).to be > 100
     expect(report["stats"]["forks"]).to be >= 1
+    expect(report["stats"]["each_stack"]).to be >= 1 if mwrap
     expect(r.stderr).to eq("")
-    TortureHelpers.note("dlopen", report["stats"].merge("seconds" => seconds, "child" => child_mode))
+    TortureHelpers.note("dlopen", report["stats"].merge("seconds" => seconds, "child" => child_mode, "mwrap" => mwrap))
   end
 
   it "survives dlopen/dlclose churn while tables are read (dladdr) and the process forks" do
     dlopen_churn(TortureHelpers.seconds(ci: 3, long: 10), "counts")
+  end
+
+  # With stacks on, every malloc of the churned library is unwound through
+  # it while another thread dlcloses it, and a reader names the frames
+  # (Mwrap.each_stack) of a library that may be gone by then.
+  it "survives the same churn with stacks on (bt:16,ruby_bt:16), reading every stack" do
+    dlopen_churn(TortureHelpers.seconds(ci: 2, long: 10), "counts", mwrap: "bt:16,ruby_bt:16")
   end
 
   # A child forked while another thread is inside dlclose inherits the

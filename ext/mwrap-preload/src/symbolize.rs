@@ -5,7 +5,7 @@
 //! an object gone since keeps its name.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use mwrap_core::mem::{ChunkedArray, ZeroInit};
 use mwrap_symbols::{ModuleRecord, Symbolizer};
@@ -102,6 +102,12 @@ pub const MAX_CLOSED: usize = CLOSED_PER_CHUNK * CLOSED_CHUNKS;
 pub struct ClosedModules {
     slots: ChunkedArray<ClosedModule, CLOSED_PER_CHUNK, CLOSED_CHUNKS>,
     next: AtomicU32,
+    /// The lowest `map_start` and highest `map_end` of the records kept:
+    /// an address outside them is in no closed object, and naming it
+    /// skips the scan (which otherwise costs every frame of every stack
+    /// up to MAX_CLOSED steps once a program has dlclosed that often).
+    lowest: AtomicUsize,
+    highest: AtomicUsize,
 }
 
 // SAFETY: a slot's record is written once, by the thread that reserved it,
@@ -113,6 +119,8 @@ impl ClosedModules {
         ClosedModules {
             slots: ChunkedArray::new(),
             next: AtomicU32::new(0),
+            lowest: AtomicUsize::new(usize::MAX),
+            highest: AtomicUsize::new(0),
         }
     }
 
@@ -125,6 +133,8 @@ impl ClosedModules {
         // SAFETY: slot `i` was reserved by this thread alone and is not
         // published yet.
         unsafe { *slot.record.get() = *record };
+        self.lowest.fetch_min(record.map_start(), Ordering::AcqRel);
+        self.highest.fetch_max(record.map_end(), Ordering::AcqRel);
         slot.seq.store(seq, Ordering::Release);
     }
 
@@ -132,6 +142,13 @@ impl ClosedModules {
     /// `epoch` closes, if it was closed since: the first one closed after
     /// that which covered the address.
     pub fn closed_since(&self, epoch: u32, address: usize) -> Option<ModuleRecord> {
+        // A record published after these loads is one closed while this
+        // name is made: it may be missed, as it may be by the scan.
+        if address < self.lowest.load(Ordering::Acquire)
+            || address >= self.highest.load(Ordering::Acquire)
+        {
+            return None;
+        }
         let n = (self.next.load(Ordering::Acquire) as usize).min(MAX_CLOSED);
         let mut best: Option<(u32, ModuleRecord)> = None;
         for i in 0..n {

@@ -7,7 +7,8 @@
 # forks. ARGV = helper.so, churn.so, seconds, child mode: "counts" (the
 # child reads counters only: Mwrap.each with a min so high that no location
 # is named, and the totals) or "names" (the child runs Mwrap.each, naming
-# every location with dladdr). Prints one JSON object.
+# every location with dladdr). With MWRAP=bt:N the first reader also runs
+# Mwrap.each_stack. Prints one JSON object.
 require "mwrap"
 require "json"
 require_relative "torture_native"
@@ -18,6 +19,7 @@ native = TortureNative.new(ARGV[0])
 churn = ARGV[1]
 seconds = Float(ARGV[2])
 names = ARGV[3] == "names"
+stacks = Mwrap.recording[:bt].positive? # MWRAP=bt:N: reader 0 also reads every stack
 failures = []
 stats = Hash.new(0)
 native.start(2, 11)
@@ -30,6 +32,11 @@ readers = 2.times.map do |i|
       if i.zero?
         Mwrap.each { |loc, *| stats[:churn_rows] += 1 if loc.include?("churn") }
         stats[:each] += 1
+        if stacks
+          # names every frame, those of the churned library too (gone or not)
+          Mwrap.each_stack { |_, ruby, native, *| stats[:stack_frames] += ruby.size + native.size }
+          stats[:each_stack] += 1
+        end
       else
         Mwrap.dump(devnull)
         stats[:dumps] += 1
