@@ -325,15 +325,24 @@ RSpec.describe "stacks: the Ruby API's names, errors and canned rows" do
     end
   end
 
-  it "without the preload yields nothing, records nothing, and still type-checks arguments" do
+  it "without the preload yields nothing, records nothing, and still checks arguments and directories" do
     r = run_ruby("-r", "mwrap", "-e", <<~RUBY, preload: nil)
       p Mwrap.each_stack.to_a, Mwrap.each_stack {}, Mwrap.recording, Mwrap.app_root
       begin; Mwrap.each_stack("x") {}; rescue TypeError => e; p e.message; end
       begin; Mwrap.app_root = 1; rescue TypeError => e; p e.message; end
+      ["/nonexistent", #{__FILE__.dump}].each do |bad|
+        Mwrap.app_root = bad
+      rescue ArgumentError => e
+        p e.message
+      end
+      p((Mwrap.app_root = #{__dir__.dump}), Mwrap.app_root)
     RUBY
     expect(r.success?).to be(true), r.describe
     expect(r.stdout).to eq("[]\nnil\n{:bt=>0, :ruby_bt=>0, :app_root=>nil}\nnil\n" \
                            "\"min must be an Integer, not \\\"x\\\" (String)\"\n" \
-                           "\"app_root must be a String, a Pathname or nil, not 1 (Integer)\"\n")
+                           "\"app_root must be a String, a Pathname or nil, not 1 (Integer)\"\n" \
+                           "#{'app_root "/nonexistent": No such file or directory'.dump}\n" \
+                           "#{"app_root #{__FILE__.dump}: Not a directory".dump}\n" \
+                           "#{__dir__.dump}\nnil\n")
   end
 end
