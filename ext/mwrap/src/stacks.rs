@@ -111,15 +111,36 @@ fn set_app_root(ruby: &Ruby, dir: Value) -> Result<Value, Error> {
         }
         bytes
     };
-    if let Some(preload) = preload::get() {
-        preload.set_app_root(&bytes).map_err(|why| {
-            Error::new(
-                ruby.exception_arg_error(),
-                format!("app_root {}: {why}", dir.inspect()),
-            )
-        })?;
+    let refused = |why: String| {
+        Error::new(
+            ruby.exception_arg_error(),
+            format!("app_root {}: {why}", dir.inspect()),
+        )
+    };
+    match preload::get() {
+        Some(preload) => preload.set_app_root(&bytes).map_err(refused)?,
+        // Nothing is recorded, but a bad directory is as wrong here as
+        // under the preload, and said the same way.
+        None if !bytes.is_empty() => check_directory(&bytes).map_err(refused)?,
+        None => {}
     }
     Ok(dir)
+}
+
+/// Whether `path` is an existing directory; the error as strerror words it.
+fn check_directory(path: &[u8]) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let errno_text = |code: i32| {
+        // SAFETY: strerror returns a NUL-terminated static string; the GVL
+        // is held, so no other Ruby thread calls it meanwhile.
+        let text = unsafe { std::ffi::CStr::from_ptr(libc::strerror(code)) };
+        text.to_string_lossy().into_owned()
+    };
+    match std::fs::metadata(std::ffi::OsStr::from_bytes(path)) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(errno_text(libc::ENOTDIR)),
+        Err(e) => Err(errno_text(e.raw_os_error().unwrap_or(libc::EINVAL))),
+    }
 }
 
 /// `Mwrap.recording`: `{ bt: N, ruby_bt: N, app_root: dir or nil }`, what
