@@ -15,6 +15,15 @@
 #   HEAPTRACK=0|1           heaptrack variant (default: full mode, if installed)
 #   CALLGRIND=0|1           instruction counts (default: full mode, if valgrind)
 #   NATIVE=0                skip the native (no Ruby) micro-benchmarks
+#   STACK_VARIANTS=0        skip the stack variants of the workloads: our
+#                           preload with MWRAP=bt:16 (native stacks),
+#                           MWRAP=ruby_bt:16 (Ruby frames) and
+#                           MWRAP=app_root:<bench/workloads> (default: on, in
+#                           quick mode too); they run next to plain and mwrap,
+#                           interleaved, and get the stack targets. With w1,
+#                           one extra untimed run per stack variant reads
+#                           Mwrap.each_stack (bench/stack_stats.rb) for the
+#                           frames per stack of the cost per unwound frame
 #   FORK_SITES=n            call sites of the fork benchmark (default 1,000,000;
 #                           quick: 100,000)
 #   PERF=0|1                perf profile of the native 2-thread run (default:
@@ -56,13 +65,26 @@ module Bench
   ].freeze
 
   # A way to run a command: plain, under a preload library, or under heaptrack.
-  Variant = Struct.new(:label, :preload, :heaptrack, keyword_init: true)
+  # `env`: NAME=VALUE strings added to the run's environment (MWRAP).
+  Variant = Struct.new(:label, :preload, :heaptrack, :env, keyword_init: true)
 
   TARGETS = {
     wall: 1.25, rss: 1.15, w1_instructions: 1.15, w1_extra_per_pair: 300,
     native_extra_per_pair: 150, thread_scaling: 1.2, fork_handler_ms: 2.0
   }.freeze
   TARGET_WORKLOADS = %w[w1 w2 w3 w4 w5].freeze
+
+  # The stack variants (our preload with an MWRAP setting) and their
+  # targets: the geometric mean of the min-wall ratios over w2-w6, the
+  # worst of them, and w1 (a malloc every ~175 ns) on its own.
+  STACK_VARIANTS = [
+    ["bt:16", "MWRAP=bt:16"],
+    ["ruby_bt:16", "MWRAP=ruby_bt:16"],
+    ["app_root", "MWRAP=app_root:#{File.join(BENCH_DIR, 'workloads')}"]
+  ].freeze
+  STACK_TARGETS = { geomean: 1.5, worst: 2.0, w1: 2.5 }.freeze
+  STACK_TARGET_WORKLOADS = %w[w2 w3 w4 w5 w6].freeze
+  STACK_STATS = File.join(BENCH_DIR, "stack_stats.rb")
 
   # Plain glibc's 2-thread/1-thread time per op above this: the two threads
   # did not run in parallel (fewer than 2 free CPUs), no scaling verdict.
@@ -124,6 +146,7 @@ module Bench
       @callgrind = env_flag("CALLGRIND", !@quick) ? which("valgrind") : nil
       @callgrind_wanted = env_flag("CALLGRIND", !@quick)
       @native = env_flag("NATIVE", true)
+      @stacks = env_flag("STACK_VARIANTS", true)
       @perf = env_flag("PERF", !@quick) ? which("perf") : nil
       @json_path = ENV["BENCH_JSON"] || File.join(BENCH_DIR, "results", @quick ? "quick.json" : "latest.json")
       @keep = ENV["BENCH_KEEP"]
@@ -152,6 +175,7 @@ module Bench
         @results["loadavg"] = { "before" => @load_before, "after" => loadavg }
       end
       @results["targets"] = evaluate_targets
+      @results["frame_costs"] = frame_costs
       @results["duration_s"] = (Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).round(1)
       report
       write_json
@@ -240,8 +264,13 @@ module Bench
       out
     end
 
-    def variants(with_heaptrack: true)
+    # The native, fork and callgrind parts run plain, mwrap and the
+    # MWRAP_BENCH_OTHER libraries; the workloads add the stack variants.
+    def variants(with_heaptrack: true, with_stacks: false)
       vs = [Variant.new(label: "plain"), Variant.new(label: "mwrap", preload: @preload)]
+      if with_stacks && @stacks
+        STACK_VARIANTS.each { |label, env| vs << Variant.new(label: label, preload: @preload, env: [env]) }
+      end
       labels = vs.map(&:label)
       @others.each do |path|
         label = File.basename(path)
@@ -268,7 +297,7 @@ module Bench
                "#{@warmup} warm-up, variants interleaved"]
       lines.concat(machine.map { |k, v| "#{k}: #{v}" })
       lines << "preload: #{@preload_source} (sha256 #{@preload_sha}, run from a copy)"
-      lines << "variants: #{variants.map(&:label).join(', ')}" \
+      lines << "variants: #{variants(with_stacks: true).map { |v| v.env ? "#{v.label} (#{v.env.join(' ')})" : v.label }.join(', ')}" \
                "#{@heaptrack_wanted && !@heaptrack ? ' (heaptrack not installed)' : ''}"
       lines << "extra environment of every workload run: #{@extra_env.join(' ')}" unless @extra_env.empty?
       lines.join("\n")
@@ -313,6 +342,7 @@ module Bench
       elsif variant.preload
         extra_env << "LD_PRELOAD=#{variant.preload}"
       end
+      extra_env.concat(variant.env) if variant.env
       ok = system(clean_env, @runone, result, *extra_env, "--", *cmd,
                   in: File::NULL, out: log, err: [:child, :out], chdir: @tmp)
       FileUtils.rm_rf(File.join(@tmp, "heaptrack")) if variant.heaptrack
@@ -341,11 +371,12 @@ module Bench
     end
 
     def essential_failures
-      (@failures || {}).select { |(variant, _), _| %w[plain mwrap].include?(variant) }
+      ours = %w[plain mwrap] + STACK_VARIANTS.map(&:first)
+      (@failures || {}).select { |(variant, _), _| ours.include?(variant) }
     end
 
     def run_workloads
-      vs = variants
+      vs = variants(with_stacks: true)
       samples = Hash.new { |h, k| h[k] = [] } # [workload id, variant label] => [{wall:, rss_kb:}]
       total = @warmup + @reps
       total.times do |rep|
@@ -363,7 +394,30 @@ module Bench
         end
         puts
       end
+      @stack_stats = run_stack_stats(vs)
       summarize(samples, vs)
+    end
+
+    # w1 once more (untimed) under each stack variant with
+    # bench/stack_stats.rb, which reads Mwrap.each_stack at exit: how many
+    # allocations w1's line made and how many frames their stacks hold.
+    def run_stack_stats(vs)
+      w = @workloads.find { |x| x.id == "w1" } or return nil
+      script = File.join(BENCH_DIR, "workloads", w.file)
+      out = File.join(@tmp, "stack_stats.json")
+      vs.select(&:env).to_h do |v|
+        FileUtils.rm_f(out)
+        env = clean_env.merge("LD_PRELOAD" => v.preload, "BENCH_STACK_STATS" => out, "BENCH_STACK_SCRIPT" => script)
+        v.env.each { |kv| k, val = kv.split("=", 2); env[k] = val }
+        log = File.join(@tmp, "log")
+        ok = system(env, RUBY, "-I", File.join(ROOT, "lib"), "-r", STACK_STATS, script, workload_n(w).to_s,
+                    in: File::NULL, out: log, err: [:child, :out], chdir: @tmp)
+        unless ok && File.exist?(out)
+          $stderr.puts "bench: stack statistics of w1 under #{v.label} failed: #{File.read(log).lines.first(5).join}"
+          next [v.label, nil]
+        end
+        [v.label, JSON.parse(File.read(out))]
+      end
     end
 
     def summarize(samples, vs)
@@ -380,8 +434,10 @@ module Bench
             "rss_ratio" => (s["rss_median_kb"].to_f / plain["rss_median_kb"]).round(3)
           )
         end
-        { "id" => w.id, "script" => "bench/workloads/#{w.file}", "n" => workload_n(w),
-          "description" => w.description, "variants" => rows }
+        doc = { "id" => w.id, "script" => "bench/workloads/#{w.file}", "n" => workload_n(w),
+                "description" => w.description, "variants" => rows }
+        doc["stack_stats"] = @stack_stats if w.id == "w1" && @stack_stats && !@stack_stats.empty?
+        doc
       end
     end
 
@@ -642,6 +698,7 @@ module Bench
         t << target("#{w['id']} wall <= #{TARGETS[:wall]}x (ratio of the minimums)", m["wall_ratio_min"], TARGETS[:wall])
         t << target("#{w['id']} peak RSS <= #{TARGETS[:rss]}x", m["rss_ratio"], TARGETS[:rss])
       end
+      t.concat(stack_targets)
       if (cg = @results["callgrind"])
         m = cg["w1"]["variants"].find { |v| v["variant"] == "mwrap" }
         t << target("w1 instructions <= #{TARGETS[:w1_instructions]}x", m["loop_ratio"], TARGETS[:w1_instructions])
@@ -669,6 +726,76 @@ module Bench
                     (m["handler_us"] / 1000.0).round(4), TARGETS[:fork_handler_ms])
       end
       t
+    end
+
+    # Per stack variant: the geometric mean and the worst of the min-wall
+    # ratios over w2-w6 (those that ran), and w1.
+    def stack_targets
+      ws = @results["workloads"] || []
+      STACK_VARIANTS.flat_map do |label, _|
+        ratios = ws.to_h do |w|
+          v = w["variants"].find { |x| x["variant"] == label }
+          [w["id"], v && !v["failed"] ? v["wall_ratio_min"] : nil]
+        end
+        next [] if ratios.values.none?
+
+        t = []
+        rest = STACK_TARGET_WORKLOADS.select { |id| ratios.key?(id) }
+        unless rest.empty?
+          failed = rest.reject { |id| ratios[id] }
+          if failed.empty?
+            rs = rest.map { |id| ratios[id] }
+            t << target("#{label}: geomean of min-wall ratios over #{rest.join(',')} <= #{STACK_TARGETS[:geomean]}x",
+                        geomean(rs).round(3), STACK_TARGETS[:geomean])
+            worst = rest.max_by { |id| ratios[id] }
+            t << target("#{label}: worst min-wall ratio over #{rest.join(',')} <= #{STACK_TARGETS[:worst]}x (#{worst})",
+                        ratios[worst], STACK_TARGETS[:worst])
+          else
+            t << { "target" => "#{label}: w2-w6", "measured" => nil, "met" => false,
+                   "note" => "failed on #{failed.join(', ')}" }
+          end
+        end
+        if ratios.key?("w1")
+          t << if ratios["w1"]
+                 target("#{label}: w1 min-wall ratio <= #{STACK_TARGETS[:w1]}x", ratios["w1"], STACK_TARGETS[:w1])
+               else
+                 { "target" => "#{label}: w1", "measured" => nil, "met" => false, "note" => "failed" }
+               end
+        end
+        t
+      end
+    end
+
+    def geomean(xs)
+      Math.exp(xs.sum { |x| Math.log(x) } / xs.size)
+    end
+
+    # w1's extra wall time under a stack variant over mwrap, per allocation
+    # of w1's line and per recorded frame (native for bt, Ruby for
+    # ruby_bt; stack_stats.rb counted them in an untimed run at the same N).
+    def frame_costs
+      w1 = (@results["workloads"] || []).find { |w| w["id"] == "w1" } or return []
+      stats = w1["stack_stats"] or return []
+      mwrap = w1["variants"].find { |v| v["variant"] == "mwrap" }
+      return [] if mwrap["failed"]
+
+      STACK_VARIANTS.filter_map do |label, _|
+        v = w1["variants"].find { |x| x["variant"] == label }
+        st = stats[label]
+        next if v.nil? || v["failed"] || st.nil?
+
+        line = st["script_lines"]
+        allocs = line["allocations"]
+        next if allocs.zero?
+
+        extra_ns = (v["wall_min_s"] - mwrap["wall_min_s"]) * 1e9
+        frames = label.start_with?("ruby_bt") ? line["ruby_frames_per_allocation"] : line["native_frames_per_allocation"]
+        { "variant" => label, "allocations" => allocs, "frames_per_allocation" => frames,
+          "frame_kind" => label.start_with?("ruby_bt") ? "ruby" : "native",
+          "full_stacks_share" => (line["full_native"].to_f / allocs).round(3),
+          "extra_wall_s" => (extra_ns / 1e9).round(4), "extra_ns_per_allocation" => (extra_ns / allocs).round(1),
+          "extra_ns_per_frame" => frames.positive? ? (extra_ns / (allocs * frames)).round(2) : nil }
+      end
     end
 
     def target(name, value, limit)
@@ -722,13 +849,42 @@ module Bench
          format("%.2f / %.2f, %.1f", plain["wall_min_s"], plain["wall_median_s"], plain["rss_median_kb"] / 1024.0),
          *cells]
       end
+      ids = STACK_TARGET_WORKLOADS & @results["workloads"].map { |w| w["id"] }
+      unless ids.empty?
+        cells = others.map do |o|
+          rs = @results["workloads"].select { |w| ids.include?(w["id"]) }
+                                    .map { |w| w["variants"].find { |x| x["variant"] == o } }
+          next "-" if rs.any? { |v| v["failed"] }
+
+          "#{fmt_ratio(geomean(rs.map { |v| v['wall_ratio_min'] }))} / " \
+            "#{fmt_ratio(geomean(rs.map { |v| v['wall_ratio_median'] }))}, #{fmt_ratio(geomean(rs.map { |v| v['rss_ratio'] }))}"
+        end
+        rows << ["geomean #{ids.join(',')}", "-", *cells]
+      end
       puts
       puts "Summary (ratios against plain Ruby, same run)"
       puts
       puts markdown_table(header, rows)
     end
 
+    def report_frame_costs
+      fc = @results["frame_costs"]
+      return if fc.nil? || fc.empty?
+
+      puts
+      puts "w1 under the stack variants: extra min wall over mwrap, per allocation of w1's line and per recorded frame " \
+           "(frames counted by bench/stack_stats.rb in an untimed run)"
+      puts
+      rows = fc.map do |f|
+        [f["variant"], fmt_int(f["allocations"]), "#{f['frames_per_allocation']} #{f['frame_kind']}",
+         format("%.3f", f["extra_wall_s"]), f["extra_ns_per_allocation"], f["extra_ns_per_frame"] || "-"]
+      end
+      puts markdown_table(["variant", "allocations of w1's line", "frames per allocation", "extra wall s vs mwrap",
+                           "extra ns per allocation", "extra ns per frame"], rows)
+    end
+
     def report_rest
+      report_frame_costs
       if (nat = @results["native"])
         puts
         puts "Native alloc_bench (no Ruby; #{fmt_int(nat['ops_per_thread'])} malloc+free per thread, best of #{@reps})"
