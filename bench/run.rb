@@ -15,15 +15,19 @@
 #   HEAPTRACK=0|1           heaptrack variant (default: full mode, if installed)
 #   CALLGRIND=0|1           instruction counts (default: full mode, if valgrind)
 #   NATIVE=0                skip the native (no Ruby) micro-benchmarks
-#   STACK_VARIANTS=0        skip the stack variants of the workloads: our
-#                           preload with MWRAP=bt:16 (native stacks),
-#                           MWRAP=ruby_bt:16 (Ruby frames) and
-#                           MWRAP=app_root:<bench/workloads> (default: on, in
-#                           quick mode too); they run next to plain and mwrap,
-#                           interleaved, and get the stack targets. With w1,
-#                           one extra untimed run per stack variant reads
-#                           Mwrap.each_stack (bench/stack_stats.rb) for the
-#                           frames per stack of the cost per unwound frame
+#   STACK_VARIANTS=0        skip the stack variants: our preload with
+#                           MWRAP=bt:0 (stacks off, the per-frame costs'
+#                           reference), MWRAP=bt:16 (native stacks),
+#                           MWRAP=ruby_bt:16
+#                           (Ruby frames) and MWRAP=app_root:<bench/workloads>
+#                           (default: on, in quick mode too, at its sizes);
+#                           they run in the workloads (interleaved with plain
+#                           and mwrap, with the stack targets) and under
+#                           callgrind, not in the native wall-time and fork
+#                           benchmarks. With w1, one extra untimed run per
+#                           stack variant reads Mwrap.each_stack
+#                           (bench/stack_stats.rb) for the frames per stack
+#                           of the cost per unwound frame
 #   FORK_SITES=n            call sites of the fork benchmark (default 1,000,000;
 #                           quick: 100,000)
 #   PERF=0|1                perf profile of the native 2-thread run (default:
@@ -76,11 +80,16 @@ module Bench
 
   # The stack variants (our preload with an MWRAP setting) and their
   # targets: the geometric mean of the min-wall ratios over w2-w6, the
-  # worst of them, and w1 (a malloc every ~175 ns) on its own.
+  # worst of them, and w1 (a malloc every ~175 ns) on its own. `mwrap
+  # bt:0` has no target: it is the reference of the per-frame costs, the
+  # same build with stacks off but MWRAP set (a longer environment moves
+  # Ruby's heap sizing and GC count, see README, Benchmarks).
+  STACK_BASE = "mwrap bt:0"
   STACK_VARIANTS = [
-    ["bt:16", "MWRAP=bt:16"],
-    ["ruby_bt:16", "MWRAP=ruby_bt:16"],
-    ["app_root", "MWRAP=app_root:#{File.join(BENCH_DIR, 'workloads')}"]
+    [STACK_BASE, "MWRAP=bt:0"],
+    ["mwrap bt:16", "MWRAP=bt:16"],
+    ["mwrap ruby_bt:16", "MWRAP=ruby_bt:16"],
+    ["mwrap app_root", "MWRAP=app_root:#{File.join(BENCH_DIR, 'workloads')}"]
   ].freeze
   STACK_TARGETS = { geomean: 1.5, worst: 2.0, w1: 2.5 }.freeze
   STACK_TARGET_WORKLOADS = %w[w2 w3 w4 w5 w6].freeze
@@ -405,7 +414,7 @@ module Bench
       w = @workloads.find { |x| x.id == "w1" } or return nil
       script = File.join(BENCH_DIR, "workloads", w.file)
       out = File.join(@tmp, "stack_stats.json")
-      vs.select(&:env).to_h do |v|
+      vs.select { |v| v.env && v.label != STACK_BASE }.to_h do |v|
         FileUtils.rm_f(out)
         env = clean_env.merge("LD_PRELOAD" => v.preload, "BENCH_STACK_STATS" => out, "BENCH_STACK_SCRIPT" => script)
         v.env.each { |kv| k, val = kv.split("=", 2); env[k] = val }
@@ -560,13 +569,14 @@ module Bench
     end
 
     def callgrind_out(name)
-      File.join(@keep || @tmp, "callgrind.#{name}.out")
+      File.join(@keep || @tmp, "callgrind.#{name.gsub(/[^A-Za-z0-9_.-]+/, '_')}.out")
     end
 
     def callgrind_run(cmd, variant, name, gc_stats = nil)
       FileUtils.mkdir_p(@keep) if @keep
       out = callgrind_out(name)
       env = clean_env.merge(variant.preload ? { "LD_PRELOAD" => variant.preload } : {})
+      (variant.env || []).each { |kv| k, val = kv.split("=", 2); env[k] = val }
       env["BENCH_GC_STATS"] = gc_stats if gc_stats
       log = File.join(@tmp, "callgrind.log")
       ok = system(env, @callgrind, "--tool=callgrind", "--compress-strings=no", "--callgrind-out-file=#{out}", *cmd,
@@ -593,13 +603,14 @@ module Bench
     end
 
     def run_callgrind
-      vs = variants(with_heaptrack: false)
+      vs = variants(with_heaptrack: false, with_stacks: true)
       w1 = File.join(BENCH_DIR, "workloads", "w1_string.rb")
       n = callgrind_n
       print "callgrind: w1 at N=#{fmt_int(n)} and N=0, alloc_bench 1 thread at #{fmt_int(NATIVE_CALLGRIND_OPS)} and 0:"
       ruby = {}
       native = {}
       profile = native_profile = nil
+      stack_profiles = {}
       vs = vs.select do |v|
         gc = File.join(@tmp, "gc.json")
         File.delete(gc) if File.exist?(gc)
@@ -609,6 +620,7 @@ module Bench
         ruby[v.label] = { full: full, empty: empty, gc: gc_full,
                           family: family_cost(full, v) - family_cost(empty, v) }
         profile = [full, empty, v.preload] if v.label == "mwrap"
+        stack_profiles[v.label] = [full, empty, v.preload] if v.env
         print " #{v.label}"
         $stdout.flush
         nfull = callgrind_run([@alloc_bench, "1", NATIVE_CALLGRIND_OPS.to_s], v, "native-#{v.label}") or next false
@@ -628,6 +640,7 @@ module Bench
       plain_delta = plain[:full].total - plain[:empty].total
       profile = profile_summary(*profile, allocs) if profile
       native_profile = profile_summary(*native_profile, NATIVE_CALLGRIND_OPS) if native_profile
+      stack_profiles = stack_profiles.transform_values { |pr| profile_summary(*pr, allocs) }
       native_plain_delta = native["plain"][:full] - native["plain"][:empty]
       w1_rows = vs.map do |v|
         r = ruby[v.label]
@@ -649,7 +662,7 @@ module Bench
       end
       { "w1" => { "n" => n, "allocations" => allocs, "frees" => frees, "variants" => w1_rows },
         "native" => { "ops" => NATIVE_CALLGRIND_OPS, "variants" => native_rows },
-        "profile" => profile, "native_profile" => native_profile }
+        "profile" => profile, "native_profile" => native_profile, "stack_profiles" => stack_profiles }
     end
 
     # Where the preload's instructions go in w1's loop: the run at N minus
@@ -733,6 +746,8 @@ module Bench
     def stack_targets
       ws = @results["workloads"] || []
       STACK_VARIANTS.flat_map do |label, _|
+        next [] if label == STACK_BASE
+
         ratios = ws.to_h do |w|
           v = w["variants"].find { |x| x["variant"] == label }
           [w["id"], v && !v["failed"] ? v["wall_ratio_min"] : nil]
@@ -770,31 +785,62 @@ module Bench
       Math.exp(xs.sum { |x| Math.log(x) } / xs.size)
     end
 
-    # w1's extra wall time under a stack variant over mwrap, per allocation
-    # of w1's line and per recorded frame (native for bt, Ruby for
-    # ruby_bt; stack_stats.rb counted them in an untimed run at the same N).
+    # w1's extra cost under a stack variant over mwrap, per allocation and
+    # per recorded frame (native for bt, Ruby for ruby_bt; app_root records
+    # none). Wall: the extra minimum wall time over every allocation of the
+    # process and every frame recorded for them (stack_stats.rb counted
+    # them in an untimed run at the same N). Instructions (callgrind, when
+    # it ran): the loop's extra instructions over the loop's allocations,
+    # divided by the frames per allocation of w1's line.
     def frame_costs
       w1 = (@results["workloads"] || []).find { |w| w["id"] == "w1" } or return []
       stats = w1["stack_stats"] or return []
       mwrap = w1["variants"].find { |v| v["variant"] == "mwrap" }
       return [] if mwrap["failed"]
 
+      cg = @results.dig("callgrind", "w1")
+      cg_mwrap = cg && cg["variants"].find { |v| v["variant"] == "mwrap" }
+      base = w1["variants"].find { |v| v["variant"] == STACK_BASE }
+      base = nil if base && base["failed"]
+      cg_base = cg && cg["variants"].find { |v| v["variant"] == STACK_BASE }
       STACK_VARIANTS.filter_map do |label, _|
         v = w1["variants"].find { |x| x["variant"] == label }
         st = stats[label]
-        next if v.nil? || v["failed"] || st.nil?
+        next if label == STACK_BASE || v.nil? || v["failed"] || st.nil?
 
+        kind = label.include?("ruby_bt") ? "ruby" : "native"
+        key = "#{kind}_frames"
+        all = st["process"]
         line = st["script_lines"]
-        allocs = line["allocations"]
-        next if allocs.zero?
+        next if all["allocations"].zero?
 
         extra_ns = (v["wall_min_s"] - mwrap["wall_min_s"]) * 1e9
-        frames = label.start_with?("ruby_bt") ? line["ruby_frames_per_allocation"] : line["native_frames_per_allocation"]
-        { "variant" => label, "allocations" => allocs, "frames_per_allocation" => frames,
-          "frame_kind" => label.start_with?("ruby_bt") ? "ruby" : "native",
-          "full_stacks_share" => (line["full_native"].to_f / allocs).round(3),
-          "extra_wall_s" => (extra_ns / 1e9).round(4), "extra_ns_per_allocation" => (extra_ns / allocs).round(1),
-          "extra_ns_per_frame" => frames.positive? ? (extra_ns / (allocs * frames)).round(2) : nil }
+        per_alloc = all[key].to_f / all["allocations"]
+        row = { "variant" => label, "frame_kind" => kind, "allocations" => all["allocations"],
+                "frames" => all[key], "frames_per_allocation" => per_alloc.round(3),
+                "line_allocations" => line["allocations"], "line_frames_per_allocation" => line["#{key}_per_allocation"],
+                "extra_wall_s" => (extra_ns / 1e9).round(4),
+                "extra_ns_per_allocation" => (extra_ns / all["allocations"]).round(1),
+                "extra_ns_per_frame" => all[key].positive? ? (extra_ns / all[key]).round(2) : nil }
+        if base
+          extra_base = (v["wall_min_s"] - base["wall_min_s"]) * 1e9
+          row["extra_wall_vs_bt0_s"] = (extra_base / 1e9).round(4)
+          row["extra_ns_per_allocation_vs_bt0"] = (extra_base / all["allocations"]).round(1)
+          row["extra_ns_per_frame_vs_bt0"] = all[key].positive? ? (extra_base / all[key]).round(2) : nil
+        end
+        # Instructions: the malloc family's inclusive cost per allocation
+        # of the loop (the loop's total also holds Ruby's GC, whose count
+        # differs between mwrap and the variants with MWRAP set).
+        c = cg && cg["variants"].find { |x| x["variant"] == label }
+        frames = line["#{key}_per_allocation"].to_f
+        [["", cg_mwrap], ["_vs_bt0", cg_base]].each do |suffix, ref|
+          next unless c && ref
+
+          extra_ir = c["malloc_family_per_alloc"] - ref["malloc_family_per_alloc"]
+          row["extra_ir_per_allocation#{suffix}"] = extra_ir.round(1)
+          row["extra_ir_per_frame#{suffix}"] = frames.positive? ? (extra_ir / frames).round(1) : nil
+        end
+        row
       end
     end
 
@@ -872,15 +918,24 @@ module Bench
       return if fc.nil? || fc.empty?
 
       puts
-      puts "w1 under the stack variants: extra min wall over mwrap, per allocation of w1's line and per recorded frame " \
-           "(frames counted by bench/stack_stats.rb in an untimed run)"
+      puts "w1 under the stack variants: extra over mwrap per allocation and per recorded frame " \
+           "(wall: min over the repetitions, all allocations of the process, frames counted by " \
+           "bench/stack_stats.rb in an untimed run; Ir: callgrind's loop, frames of w1's line)"
       puts
-      rows = fc.map do |f|
-        [f["variant"], fmt_int(f["allocations"]), "#{f['frames_per_allocation']} #{f['frame_kind']}",
-         format("%.3f", f["extra_wall_s"]), f["extra_ns_per_allocation"], f["extra_ns_per_frame"] || "-"]
+      rows = fc.flat_map do |f|
+        [["", "mwrap"], ["_vs_bt0", STACK_BASE]].filter_map do |suffix, ref|
+          wall = f[suffix.empty? ? "extra_wall_s" : "extra_wall_vs_bt0_s"]
+          next if wall.nil? && f["extra_ir_per_allocation#{suffix}"].nil?
+
+          [f["variant"], ref, fmt_int(f["allocations"]), "#{f['frames_per_allocation']} #{f['frame_kind']}",
+           wall ? format("%.3f", wall) : "-", f["extra_ns_per_allocation#{suffix}"] || "-",
+           f["extra_ns_per_frame#{suffix}"] || "-",
+           f["extra_ir_per_allocation#{suffix}"] || "-", f["extra_ir_per_frame#{suffix}"] || "-"]
+        end
       end
-      puts markdown_table(["variant", "allocations of w1's line", "frames per allocation", "extra wall s vs mwrap",
-                           "extra ns per allocation", "extra ns per frame"], rows)
+      puts markdown_table(["variant", "against", "allocations", "frames per allocation", "extra wall s",
+                           "extra ns per allocation", "extra ns per frame", "extra Ir per allocation (malloc family)",
+                           "extra Ir per frame"], rows)
     end
 
     def report_rest
@@ -951,6 +1006,9 @@ module Bench
         puts markdown_table(["variant", "Ir of the loop", "Ir per pair", "x plain", "extra Ir per malloc+free"], rows)
         report_profile(cg["profile"], "w1's loop (run at N minus run at N=0, per allocation of the loop") if cg["profile"]
         report_profile(cg["native_profile"], "alloc_bench (1 thread, run at #{fmt_int(nat['ops'])} pairs minus 0, per pair") if cg["native_profile"]
+        (cg["stack_profiles"] || {}).each do |label, pr|
+          report_profile(pr, "w1's loop under #{label} (run at N minus run at N=0, per allocation of the loop")
+        end
       end
       puts
       puts "Targets (informational; the benchmark asserts nothing)"
