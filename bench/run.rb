@@ -15,6 +15,19 @@
 #   HEAPTRACK=0|1           heaptrack variant (default: full mode, if installed)
 #   CALLGRIND=0|1           instruction counts (default: full mode, if valgrind)
 #   NATIVE=0                skip the native (no Ruby) micro-benchmarks
+#   STACK_VARIANTS=0        skip the stack variants: our preload with
+#                           MWRAP=bt:0 (stacks off, the per-frame costs'
+#                           reference), MWRAP=bt:16 (native stacks),
+#                           MWRAP=ruby_bt:16
+#                           (Ruby frames) and MWRAP=app_root:<bench/workloads>
+#                           (default: on, in quick mode too, at its sizes);
+#                           they run in the workloads (interleaved with plain
+#                           and mwrap, with the stack targets) and under
+#                           callgrind, not in the native wall-time and fork
+#                           benchmarks. With w1, one extra untimed run per
+#                           stack variant reads Mwrap.each_stack
+#                           (bench/stack_stats.rb) for the frames per stack
+#                           of the cost per unwound frame
 #   FORK_SITES=n            call sites of the fork benchmark (default 1,000,000;
 #                           quick: 100,000)
 #   PERF=0|1                perf profile of the native 2-thread run (default:
@@ -56,13 +69,31 @@ module Bench
   ].freeze
 
   # A way to run a command: plain, under a preload library, or under heaptrack.
-  Variant = Struct.new(:label, :preload, :heaptrack, keyword_init: true)
+  # `env`: NAME=VALUE strings added to the run's environment (MWRAP).
+  Variant = Struct.new(:label, :preload, :heaptrack, :env, keyword_init: true)
 
   TARGETS = {
     wall: 1.25, rss: 1.15, w1_instructions: 1.15, w1_extra_per_pair: 300,
     native_extra_per_pair: 150, thread_scaling: 1.2, fork_handler_ms: 2.0
   }.freeze
   TARGET_WORKLOADS = %w[w1 w2 w3 w4 w5].freeze
+
+  # The stack variants (our preload with an MWRAP setting) and their
+  # targets: the geometric mean of the min-wall ratios over w2-w6, the
+  # worst of them, and w1 (a malloc every ~175 ns) on its own. `mwrap
+  # bt:0` has no target: it is the reference of the per-frame costs, the
+  # same build with stacks off but MWRAP set (a longer environment moves
+  # Ruby's heap sizing and GC count, see README, Benchmarks).
+  STACK_BASE = "mwrap bt:0"
+  STACK_VARIANTS = [
+    [STACK_BASE, "MWRAP=bt:0"],
+    ["mwrap bt:16", "MWRAP=bt:16"],
+    ["mwrap ruby_bt:16", "MWRAP=ruby_bt:16"],
+    ["mwrap app_root", "MWRAP=app_root:#{File.join(BENCH_DIR, 'workloads')}"]
+  ].freeze
+  STACK_TARGETS = { geomean: 1.5, worst: 2.0, w1: 2.5 }.freeze
+  STACK_TARGET_WORKLOADS = %w[w2 w3 w4 w5 w6].freeze
+  STACK_STATS = File.join(BENCH_DIR, "stack_stats.rb")
 
   # Plain glibc's 2-thread/1-thread time per op above this: the two threads
   # did not run in parallel (fewer than 2 free CPUs), no scaling verdict.
@@ -124,6 +155,7 @@ module Bench
       @callgrind = env_flag("CALLGRIND", !@quick) ? which("valgrind") : nil
       @callgrind_wanted = env_flag("CALLGRIND", !@quick)
       @native = env_flag("NATIVE", true)
+      @stacks = env_flag("STACK_VARIANTS", true)
       @perf = env_flag("PERF", !@quick) ? which("perf") : nil
       @json_path = ENV["BENCH_JSON"] || File.join(BENCH_DIR, "results", @quick ? "quick.json" : "latest.json")
       @keep = ENV["BENCH_KEEP"]
@@ -152,6 +184,7 @@ module Bench
         @results["loadavg"] = { "before" => @load_before, "after" => loadavg }
       end
       @results["targets"] = evaluate_targets
+      @results["frame_costs"] = frame_costs
       @results["duration_s"] = (Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).round(1)
       report
       write_json
@@ -240,8 +273,13 @@ module Bench
       out
     end
 
-    def variants(with_heaptrack: true)
+    # The native, fork and callgrind parts run plain, mwrap and the
+    # MWRAP_BENCH_OTHER libraries; the workloads add the stack variants.
+    def variants(with_heaptrack: true, with_stacks: false)
       vs = [Variant.new(label: "plain"), Variant.new(label: "mwrap", preload: @preload)]
+      if with_stacks && @stacks
+        STACK_VARIANTS.each { |label, env| vs << Variant.new(label: label, preload: @preload, env: [env]) }
+      end
       labels = vs.map(&:label)
       @others.each do |path|
         label = File.basename(path)
@@ -268,7 +306,7 @@ module Bench
                "#{@warmup} warm-up, variants interleaved"]
       lines.concat(machine.map { |k, v| "#{k}: #{v}" })
       lines << "preload: #{@preload_source} (sha256 #{@preload_sha}, run from a copy)"
-      lines << "variants: #{variants.map(&:label).join(', ')}" \
+      lines << "variants: #{variants(with_stacks: true).map { |v| v.env ? "#{v.label} (#{v.env.join(' ')})" : v.label }.join(', ')}" \
                "#{@heaptrack_wanted && !@heaptrack ? ' (heaptrack not installed)' : ''}"
       lines << "extra environment of every workload run: #{@extra_env.join(' ')}" unless @extra_env.empty?
       lines.join("\n")
@@ -313,6 +351,7 @@ module Bench
       elsif variant.preload
         extra_env << "LD_PRELOAD=#{variant.preload}"
       end
+      extra_env.concat(variant.env) if variant.env
       ok = system(clean_env, @runone, result, *extra_env, "--", *cmd,
                   in: File::NULL, out: log, err: [:child, :out], chdir: @tmp)
       FileUtils.rm_rf(File.join(@tmp, "heaptrack")) if variant.heaptrack
@@ -341,11 +380,12 @@ module Bench
     end
 
     def essential_failures
-      (@failures || {}).select { |(variant, _), _| %w[plain mwrap].include?(variant) }
+      ours = %w[plain mwrap] + STACK_VARIANTS.map(&:first)
+      (@failures || {}).select { |(variant, _), _| ours.include?(variant) }
     end
 
     def run_workloads
-      vs = variants
+      vs = variants(with_stacks: true)
       samples = Hash.new { |h, k| h[k] = [] } # [workload id, variant label] => [{wall:, rss_kb:}]
       total = @warmup + @reps
       total.times do |rep|
@@ -363,7 +403,30 @@ module Bench
         end
         puts
       end
+      @stack_stats = run_stack_stats(vs)
       summarize(samples, vs)
+    end
+
+    # w1 once more (untimed) under each stack variant with
+    # bench/stack_stats.rb, which reads Mwrap.each_stack at exit: how many
+    # allocations w1's line made and how many frames their stacks hold.
+    def run_stack_stats(vs)
+      w = @workloads.find { |x| x.id == "w1" } or return nil
+      script = File.join(BENCH_DIR, "workloads", w.file)
+      out = File.join(@tmp, "stack_stats.json")
+      vs.select { |v| v.env && v.label != STACK_BASE }.to_h do |v|
+        FileUtils.rm_f(out)
+        env = clean_env.merge("LD_PRELOAD" => v.preload, "BENCH_STACK_STATS" => out, "BENCH_STACK_SCRIPT" => script)
+        v.env.each { |kv| k, val = kv.split("=", 2); env[k] = val }
+        log = File.join(@tmp, "log")
+        ok = system(env, RUBY, "-I", File.join(ROOT, "lib"), "-r", STACK_STATS, script, workload_n(w).to_s,
+                    in: File::NULL, out: log, err: [:child, :out], chdir: @tmp)
+        unless ok && File.exist?(out)
+          $stderr.puts "bench: stack statistics of w1 under #{v.label} failed: #{File.read(log).lines.first(5).join}"
+          next [v.label, nil]
+        end
+        [v.label, JSON.parse(File.read(out))]
+      end
     end
 
     def summarize(samples, vs)
@@ -380,8 +443,10 @@ module Bench
             "rss_ratio" => (s["rss_median_kb"].to_f / plain["rss_median_kb"]).round(3)
           )
         end
-        { "id" => w.id, "script" => "bench/workloads/#{w.file}", "n" => workload_n(w),
-          "description" => w.description, "variants" => rows }
+        doc = { "id" => w.id, "script" => "bench/workloads/#{w.file}", "n" => workload_n(w),
+                "description" => w.description, "variants" => rows }
+        doc["stack_stats"] = @stack_stats if w.id == "w1" && @stack_stats && !@stack_stats.empty?
+        doc
       end
     end
 
@@ -504,13 +569,14 @@ module Bench
     end
 
     def callgrind_out(name)
-      File.join(@keep || @tmp, "callgrind.#{name}.out")
+      File.join(@keep || @tmp, "callgrind.#{name.gsub(/[^A-Za-z0-9_.-]+/, '_')}.out")
     end
 
     def callgrind_run(cmd, variant, name, gc_stats = nil)
       FileUtils.mkdir_p(@keep) if @keep
       out = callgrind_out(name)
       env = clean_env.merge(variant.preload ? { "LD_PRELOAD" => variant.preload } : {})
+      (variant.env || []).each { |kv| k, val = kv.split("=", 2); env[k] = val }
       env["BENCH_GC_STATS"] = gc_stats if gc_stats
       log = File.join(@tmp, "callgrind.log")
       ok = system(env, @callgrind, "--tool=callgrind", "--compress-strings=no", "--callgrind-out-file=#{out}", *cmd,
@@ -537,13 +603,14 @@ module Bench
     end
 
     def run_callgrind
-      vs = variants(with_heaptrack: false)
+      vs = variants(with_heaptrack: false, with_stacks: true)
       w1 = File.join(BENCH_DIR, "workloads", "w1_string.rb")
       n = callgrind_n
       print "callgrind: w1 at N=#{fmt_int(n)} and N=0, alloc_bench 1 thread at #{fmt_int(NATIVE_CALLGRIND_OPS)} and 0:"
       ruby = {}
       native = {}
       profile = native_profile = nil
+      stack_profiles = {}
       vs = vs.select do |v|
         gc = File.join(@tmp, "gc.json")
         File.delete(gc) if File.exist?(gc)
@@ -553,6 +620,7 @@ module Bench
         ruby[v.label] = { full: full, empty: empty, gc: gc_full,
                           family: family_cost(full, v) - family_cost(empty, v) }
         profile = [full, empty, v.preload] if v.label == "mwrap"
+        stack_profiles[v.label] = [full, empty, v.preload] if v.env
         print " #{v.label}"
         $stdout.flush
         nfull = callgrind_run([@alloc_bench, "1", NATIVE_CALLGRIND_OPS.to_s], v, "native-#{v.label}") or next false
@@ -572,6 +640,7 @@ module Bench
       plain_delta = plain[:full].total - plain[:empty].total
       profile = profile_summary(*profile, allocs) if profile
       native_profile = profile_summary(*native_profile, NATIVE_CALLGRIND_OPS) if native_profile
+      stack_profiles = stack_profiles.transform_values { |pr| profile_summary(*pr, allocs) }
       native_plain_delta = native["plain"][:full] - native["plain"][:empty]
       w1_rows = vs.map do |v|
         r = ruby[v.label]
@@ -593,7 +662,7 @@ module Bench
       end
       { "w1" => { "n" => n, "allocations" => allocs, "frees" => frees, "variants" => w1_rows },
         "native" => { "ops" => NATIVE_CALLGRIND_OPS, "variants" => native_rows },
-        "profile" => profile, "native_profile" => native_profile }
+        "profile" => profile, "native_profile" => native_profile, "stack_profiles" => stack_profiles }
     end
 
     # Where the preload's instructions go in w1's loop: the run at N minus
@@ -642,6 +711,7 @@ module Bench
         t << target("#{w['id']} wall <= #{TARGETS[:wall]}x (ratio of the minimums)", m["wall_ratio_min"], TARGETS[:wall])
         t << target("#{w['id']} peak RSS <= #{TARGETS[:rss]}x", m["rss_ratio"], TARGETS[:rss])
       end
+      t.concat(stack_targets)
       if (cg = @results["callgrind"])
         m = cg["w1"]["variants"].find { |v| v["variant"] == "mwrap" }
         t << target("w1 instructions <= #{TARGETS[:w1_instructions]}x", m["loop_ratio"], TARGETS[:w1_instructions])
@@ -669,6 +739,109 @@ module Bench
                     (m["handler_us"] / 1000.0).round(4), TARGETS[:fork_handler_ms])
       end
       t
+    end
+
+    # Per stack variant: the geometric mean and the worst of the min-wall
+    # ratios over w2-w6 (those that ran), and w1.
+    def stack_targets
+      ws = @results["workloads"] || []
+      STACK_VARIANTS.flat_map do |label, _|
+        next [] if label == STACK_BASE
+
+        ratios = ws.to_h do |w|
+          v = w["variants"].find { |x| x["variant"] == label }
+          [w["id"], v && !v["failed"] ? v["wall_ratio_min"] : nil]
+        end
+        next [] if ratios.values.none?
+
+        t = []
+        rest = STACK_TARGET_WORKLOADS.select { |id| ratios.key?(id) }
+        unless rest.empty?
+          failed = rest.reject { |id| ratios[id] }
+          if failed.empty?
+            rs = rest.map { |id| ratios[id] }
+            t << target("#{label}: geomean of min-wall ratios over #{rest.join(',')} <= #{STACK_TARGETS[:geomean]}x",
+                        geomean(rs).round(3), STACK_TARGETS[:geomean])
+            worst = rest.max_by { |id| ratios[id] }
+            t << target("#{label}: worst min-wall ratio over #{rest.join(',')} <= #{STACK_TARGETS[:worst]}x (#{worst})",
+                        ratios[worst], STACK_TARGETS[:worst])
+          else
+            t << { "target" => "#{label}: w2-w6", "measured" => nil, "met" => false,
+                   "note" => "failed on #{failed.join(', ')}" }
+          end
+        end
+        if ratios.key?("w1")
+          t << if ratios["w1"]
+                 target("#{label}: w1 min-wall ratio <= #{STACK_TARGETS[:w1]}x", ratios["w1"], STACK_TARGETS[:w1])
+               else
+                 { "target" => "#{label}: w1", "measured" => nil, "met" => false, "note" => "failed" }
+               end
+        end
+        t
+      end
+    end
+
+    def geomean(xs)
+      Math.exp(xs.sum { |x| Math.log(x) } / xs.size)
+    end
+
+    # w1's extra cost under a stack variant over mwrap, per allocation and
+    # per recorded frame (native for bt, Ruby for ruby_bt; app_root records
+    # none). Wall: the extra minimum wall time over every allocation of the
+    # process and every frame recorded for them (stack_stats.rb counted
+    # them in an untimed run at the same N). Instructions (callgrind, when
+    # it ran): the loop's extra instructions over the loop's allocations,
+    # divided by the frames per allocation of w1's line.
+    def frame_costs
+      w1 = (@results["workloads"] || []).find { |w| w["id"] == "w1" } or return []
+      stats = w1["stack_stats"] or return []
+      mwrap = w1["variants"].find { |v| v["variant"] == "mwrap" }
+      return [] if mwrap["failed"]
+
+      cg = @results.dig("callgrind", "w1")
+      cg_mwrap = cg && cg["variants"].find { |v| v["variant"] == "mwrap" }
+      base = w1["variants"].find { |v| v["variant"] == STACK_BASE }
+      base = nil if base && base["failed"]
+      cg_base = cg && cg["variants"].find { |v| v["variant"] == STACK_BASE }
+      STACK_VARIANTS.filter_map do |label, _|
+        v = w1["variants"].find { |x| x["variant"] == label }
+        st = stats[label]
+        next if label == STACK_BASE || v.nil? || v["failed"] || st.nil?
+
+        kind = label.include?("ruby_bt") ? "ruby" : "native"
+        key = "#{kind}_frames"
+        all = st["process"]
+        line = st["script_lines"]
+        next if all["allocations"].zero?
+
+        extra_ns = (v["wall_min_s"] - mwrap["wall_min_s"]) * 1e9
+        per_alloc = all[key].to_f / all["allocations"]
+        row = { "variant" => label, "frame_kind" => kind, "allocations" => all["allocations"],
+                "frames" => all[key], "frames_per_allocation" => per_alloc.round(3),
+                "line_allocations" => line["allocations"], "line_frames_per_allocation" => line["#{key}_per_allocation"],
+                "extra_wall_s" => (extra_ns / 1e9).round(4),
+                "extra_ns_per_allocation" => (extra_ns / all["allocations"]).round(1),
+                "extra_ns_per_frame" => all[key].positive? ? (extra_ns / all[key]).round(2) : nil }
+        if base
+          extra_base = (v["wall_min_s"] - base["wall_min_s"]) * 1e9
+          row["extra_wall_vs_bt0_s"] = (extra_base / 1e9).round(4)
+          row["extra_ns_per_allocation_vs_bt0"] = (extra_base / all["allocations"]).round(1)
+          row["extra_ns_per_frame_vs_bt0"] = all[key].positive? ? (extra_base / all[key]).round(2) : nil
+        end
+        # Instructions: the malloc family's inclusive cost per allocation
+        # of the loop (the loop's total also holds Ruby's GC, whose count
+        # differs between mwrap and the variants with MWRAP set).
+        c = cg && cg["variants"].find { |x| x["variant"] == label }
+        frames = line["#{key}_per_allocation"].to_f
+        [["", cg_mwrap], ["_vs_bt0", cg_base]].each do |suffix, ref|
+          next unless c && ref
+
+          extra_ir = c["malloc_family_per_alloc"] - ref["malloc_family_per_alloc"]
+          row["extra_ir_per_allocation#{suffix}"] = extra_ir.round(1)
+          row["extra_ir_per_frame#{suffix}"] = frames.positive? ? (extra_ir / frames).round(1) : nil
+        end
+        row
+      end
     end
 
     def target(name, value, limit)
@@ -722,13 +895,51 @@ module Bench
          format("%.2f / %.2f, %.1f", plain["wall_min_s"], plain["wall_median_s"], plain["rss_median_kb"] / 1024.0),
          *cells]
       end
+      ids = STACK_TARGET_WORKLOADS & @results["workloads"].map { |w| w["id"] }
+      unless ids.empty?
+        cells = others.map do |o|
+          rs = @results["workloads"].select { |w| ids.include?(w["id"]) }
+                                    .map { |w| w["variants"].find { |x| x["variant"] == o } }
+          next "-" if rs.any? { |v| v["failed"] }
+
+          "#{fmt_ratio(geomean(rs.map { |v| v['wall_ratio_min'] }))} / " \
+            "#{fmt_ratio(geomean(rs.map { |v| v['wall_ratio_median'] }))}, #{fmt_ratio(geomean(rs.map { |v| v['rss_ratio'] }))}"
+        end
+        rows << ["geomean #{ids.join(',')}", "-", *cells]
+      end
       puts
       puts "Summary (ratios against plain Ruby, same run)"
       puts
       puts markdown_table(header, rows)
     end
 
+    def report_frame_costs
+      fc = @results["frame_costs"]
+      return if fc.nil? || fc.empty?
+
+      puts
+      puts "w1 under the stack variants: extra over mwrap per allocation and per recorded frame " \
+           "(wall: min over the repetitions, all allocations of the process, frames counted by " \
+           "bench/stack_stats.rb in an untimed run; Ir: callgrind's loop, frames of w1's line)"
+      puts
+      rows = fc.flat_map do |f|
+        [["", "mwrap"], ["_vs_bt0", STACK_BASE]].filter_map do |suffix, ref|
+          wall = f[suffix.empty? ? "extra_wall_s" : "extra_wall_vs_bt0_s"]
+          next if wall.nil? && f["extra_ir_per_allocation#{suffix}"].nil?
+
+          [f["variant"], ref, fmt_int(f["allocations"]), "#{f['frames_per_allocation']} #{f['frame_kind']}",
+           wall ? format("%.3f", wall) : "-", f["extra_ns_per_allocation#{suffix}"] || "-",
+           f["extra_ns_per_frame#{suffix}"] || "-",
+           f["extra_ir_per_allocation#{suffix}"] || "-", f["extra_ir_per_frame#{suffix}"] || "-"]
+        end
+      end
+      puts markdown_table(["variant", "against", "allocations", "frames per allocation", "extra wall s",
+                           "extra ns per allocation", "extra ns per frame", "extra Ir per allocation (malloc family)",
+                           "extra Ir per frame"], rows)
+    end
+
     def report_rest
+      report_frame_costs
       if (nat = @results["native"])
         puts
         puts "Native alloc_bench (no Ruby; #{fmt_int(nat['ops_per_thread'])} malloc+free per thread, best of #{@reps})"
@@ -795,6 +1006,9 @@ module Bench
         puts markdown_table(["variant", "Ir of the loop", "Ir per pair", "x plain", "extra Ir per malloc+free"], rows)
         report_profile(cg["profile"], "w1's loop (run at N minus run at N=0, per allocation of the loop") if cg["profile"]
         report_profile(cg["native_profile"], "alloc_bench (1 thread, run at #{fmt_int(nat['ops'])} pairs minus 0, per pair") if cg["native_profile"]
+        (cg["stack_profiles"] || {}).each do |label, pr|
+          report_profile(pr, "w1's loop under #{label} (run at N minus run at N=0, per allocation of the loop")
+        end
       end
       puts
       puts "Targets (informational; the benchmark asserts nothing)"

@@ -6,7 +6,8 @@ require_relative "build_env"
 # The overhead benchmark (bench/run.rb). It measures and prints ratios
 # against plain Ruby; it never fails on a number, only when something
 # does not run. Options are environment variables, listed in bench/run.rb
-# (REPS, WORKLOADS, HEAPTRACK, CALLGRIND, MWRAP_BENCH_OTHER, BENCH_JSON …).
+# (REPS, WORKLOADS, HEAPTRACK, CALLGRIND, STACK_VARIANTS, MWRAP_BENCH_OTHER,
+# BENCH_JSON …).
 module MwrapBench
   module_function
 
