@@ -12,7 +12,7 @@ RSpec.describe "app_root" do
   # ARGV: "chdir" to chdir to / before allocating. mwrap is loaded with
   # -r, before any frame of the app (loading it later would charge what it
   # allocates to the app's `require` line).
-  APP = <<~RUBY
+  APP_ROOT_SCRIPT = <<~RUBY
     require "doc_store"
     Dir.chdir("/") if ARGV.include?("chdir")
     200.times { |i| DocStore.parse("a\#{i},b,c") } # keep
@@ -25,7 +25,7 @@ RSpec.describe "app_root" do
   RUBY
 
   def keep_line(name)
-    "#{name}:#{line_of(APP, '# keep')}"
+    "#{name}:#{line_of(APP_ROOT_SCRIPT, '# keep')}"
   end
 
   # [tmpdir, its app/ directory] (tmpdir realpath'd: locations show it so).
@@ -39,7 +39,7 @@ RSpec.describe "app_root" do
   end
 
   def top(app, mwrap, **opts)
-    stack_values(APP, dir: app, name: "main.rb", mwrap: mwrap, ruby_args: ["-rmwrap"], **opts).last
+    stack_values(APP_ROOT_SCRIPT, dir: app, name: "main.rb", mwrap: mwrap, ruby_args: ["-rmwrap"], **opts).last
   end
 
   it "charges the library's line without app_root and the app's calling line with it" do
@@ -86,7 +86,7 @@ RSpec.describe "app_root" do
     end
   end
 
-  RUNTIME = <<~RUBY
+  APP_ROOT_RUNTIME = <<~RUBY
     require "doc_store"
     require "mwrap"
     DocStore.parse("warm,up") # the library's call sites allocate their caches once
@@ -112,7 +112,7 @@ RSpec.describe "app_root" do
   RUBY
 
   def runtime(dir, name: "runtime.rb", **opts)
-    stack_values(RUNTIME, dir: dir, name: name, **opts).last
+    stack_values(APP_ROOT_RUNTIME, dir: dir, name: name, **opts).last
   end
 
   it "is set at run time with Mwrap.app_root = dir, turned off with nil, and refuses a missing dir naming it" do

@@ -11,7 +11,7 @@ RSpec.describe "MWRAP=ruby_bt" do
   # c allocates (String#* is a C method: no frame of its own); the call
   # site on the "# warm" line runs twice first (Ruby 3.1 allocates its
   # inline caches the first time a call site runs), then "# measured".
-  NEST = <<~RUBY
+  NEST_SCRIPT = <<~RUBY
     def c
       "x" * 100_000 # c
     end
@@ -33,17 +33,17 @@ RSpec.describe "MWRAP=ruby_bt" do
   RUBY
 
   def nest_frames(path)
-    %w[#\ c #\ b #\ a #\ measured].map { |marker| "#{path}:#{line_of(NEST, marker)}" }
+    %w[#\ c #\ b #\ a #\ measured].map { |marker| "#{path}:#{line_of(NEST_SCRIPT, marker)}" }
   end
 
   it "records c's line, b's and a's call lines and the caller's, in order, with the 100,001-byte String" do
     Dir.mktmpdir do |dir|
-      path, v = stack_values(NEST, dir: dir, mwrap: "ruby_bt:8")
+      path, v = stack_values(NEST_SCRIPT, dir: dir, mwrap: "ruby_bt:8")
       rows = v.fetch(:rows)
       measured = rows.select { |row| row[1] == nest_frames(path) }
       expect(measured.size).to eq(1), rows.inspect
       location, _, native, total, allocations, frees, live_bytes, live_count = measured.first
-      expect(location).to eq("#{path}:#{line_of(NEST, '# c')}")
+      expect(location).to eq("#{path}:#{line_of(NEST_SCRIPT, '# c')}")
       expect(native).to eq([])
       expect([total, allocations, frees, live_bytes, live_count]).to eq([100_001, 1, 0, 100_001, 1])
       # No row has a frame of String#* (a C method: it has no Ruby file).
@@ -55,9 +55,9 @@ RSpec.describe "MWRAP=ruby_bt" do
 
   it "keeps at most N frames, innermost first: ruby_bt:2 rows are ruby_bt:8 rows merged by their first two" do
     Dir.mktmpdir do |dir|
-      path, eight = stack_values(NEST, dir: dir, mwrap: "ruby_bt:8")
-      _, two = stack_values(NEST, dir: dir, mwrap: "ruby_bt:2")
-      c_line = "#{path}:#{line_of(NEST, '# c')}"
+      path, eight = stack_values(NEST_SCRIPT, dir: dir, mwrap: "ruby_bt:8")
+      _, two = stack_values(NEST_SCRIPT, dir: dir, mwrap: "ruby_bt:2")
+      c_line = "#{path}:#{line_of(NEST_SCRIPT, '# c')}"
       merged = eight.fetch(:rows).select { |row| row[0] == c_line }.group_by { |row| row[1].first(2) }
                     .transform_values { |rows| rows.map { |row| row[3..7] }.transpose.map(&:sum) }
       got = two.fetch(:rows).select { |row| row[0] == c_line }.to_h { |row| [row[1], row[3..7]] }
@@ -74,7 +74,7 @@ RSpec.describe "MWRAP=ruby_bt" do
       Dir.mkdir(lib)
       # c lives outside the app: its allocation goes to b's call line.
       File.write(File.join(lib, "c.rb"), "def c\n  \"x\" * 100_000\nend\n")
-      code = "require_relative '../lib/c'\n#{NEST.sub(/\Adef c\n.*\nend\n/, "\n\n\n")}"
+      code = "require_relative '../lib/c'\n#{NEST_SCRIPT.sub(/\Adef c\n.*\nend\n/, "\n\n\n")}"
       path, v = stack_values(code, dir: app, mwrap: "ruby_bt:8,app_root:#{app}")
       measured = v.fetch(:rows).select { |row| row[1].last == "#{path}:#{line_of(code, '# measured')}" && row[3] >= 100_000 }
       expect(measured.size).to eq(1), v.fetch(:rows).inspect
