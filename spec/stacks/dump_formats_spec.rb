@@ -93,6 +93,9 @@ RSpec.describe "dump_format" do
         { "ruby" => r[1], "native" => r[2], "total" => r[3], "allocations" => r[4], "frees" => r[5],
           "live_bytes" => r[6], "live_count" => r[7] }
       end)
+      %w[total allocations frees live_bytes live_count].each do |key|
+        expect(c["stacks"].sum { |st| st[key] }).to eq(c[key]), key
+      end
       expect(c["stacks"].first["ruby"]).to eq(%w[#\ c #\ b #\ a #\ measured].map { |m| at(path, m) })
       # dump_min is on the totals here: the freed line is in.
       freed = by_name.fetch(at(path, "# freed"))

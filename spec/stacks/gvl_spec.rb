@@ -8,12 +8,22 @@ require_relative "stacks_helper"
 RSpec.describe "allocations without the GVL" do
   before(:all) { require_preload! }
 
+  # helper_alloc keeps one 4,096-byte block per call and counts the calls
+  # that held the GVL (with_gvl: 0 proves Fiddle released it).
   GVL_HELPER = <<~C
     #include <stdlib.h>
-    static void *kept[2048];
-    static int n;
-    void *helper_alloc(void) { return kept[n++ % 2048] = malloc(4096); }
+    #include <dlfcn.h>
+    void *kept[2048]; /* not static: the mallocs stay */
+    static int n, with_gvl;
+    void *helper_alloc(void)
+    {
+    	int (*has_gvl)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "ruby_thread_has_gvl_p");
+    	if (!has_gvl || has_gvl())
+    		with_gvl++;
+    	return kept[n++ % 2048] = malloc(4096);
+    }
     void *helper_none(void) { static char none; return &none; }
+    int helper_with_gvl(void) { return with_gvl; }
   C
 
   # Calls helper_alloc and helper_none (the same Fiddle work, no malloc)
@@ -32,11 +42,12 @@ RSpec.describe "allocations without the GVL" do
     GC.disable
     show :lines, %w[alloc none].to_h { |m| [m, Mwrap["\#{__FILE__}:\#{ARGV[1 + %w[alloc none].index(m)]}"]] }
       .transform_values { |l| [l.total, l.allocations, l.live_bytes, l.live_count] }
+    show :with_gvl, Fiddle::Function.new(lib["helper_with_gvl"], [], Fiddle::TYPE_INT).call
     show :rows, Mwrap.each_stack.select { |row| row[2].first.to_s.include?("libgvlhelper.so(helper_alloc+") }
   RUBY
 
   def run_gvl(dir, mwrap)
-    lib = CBuildCache.build(GVL_HELPER, name: "gvlhelper", shared: true, cflags: %w[-O1 -fno-builtin])
+    lib = CBuildCache.build(GVL_HELPER, name: "gvlhelper", shared: true, cflags: %w[-O1 -fno-builtin], libs: %w[-ldl])
     stack_values(GVL_SCRIPT, dir: dir, mwrap: mwrap,
                          script_args: [lib, line_of(GVL_SCRIPT, "# alloc").to_s, line_of(GVL_SCRIPT, "# none").to_s])
   end
@@ -44,6 +55,7 @@ RSpec.describe "allocations without the GVL" do
   it "charges all 4,096,000 bytes of 1,000 calls to the Ruby line of the call" do
     Dir.mktmpdir do |dir|
       path, v = run_gvl(dir, "bt:1")
+      expect(v.fetch(:with_gvl)).to eq(0) # every call ran with the GVL released
       # The helper's blocks, found by their native frame (bt:1), counted exactly: every one is
       # at the Ruby line that called it, and kept.
       by_line = v.fetch(:rows).group_by(&:first)

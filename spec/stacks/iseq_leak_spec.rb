@@ -32,6 +32,8 @@ RSpec.describe "MWRAP=bt:16 on examples/iseq_leak.rb" do
       expect(largest[7]).to be >= 2000 # a block per method compiled, at least
       expect(largest[2]).to include(match(/\((rb_iseq_compile_node|rb_iseq_new_with_opt|rb_iseq_new_eval)\+0x\h+\)/))
       expect(largest[2].size).to be_between(2, 16)
+      expect(largest[1]).to eq([]) # bt only: no Ruby frames recorded
+      expect(v.fetch(:location)[3]).to be > 2_000 * 1_000 # a few MB of instruction sequences live
       sums = rows.map { |row| row[3..7] }.transpose.map(&:sum)
       expect(sums).to eq(v.fetch(:location))
       # Mwrap.each yields total, allocations, frees, mean_life, max_life for the line.
