@@ -132,8 +132,6 @@ RSpec.describe "app_root" do
   end
 
   it "takes files named relatively against the start directory when set at run time after a chdir" do
-    pending "Mwrap.app_root= takes relative file names against the working directory at the call " \
-            "(config.rs app_root: getcwd), not the one the program started in, as the README says"
     with_app do |_, app|
       v = runtime(app, name: "runtime.rb", mwrap: "", chdir: app, script: "runtime.rb", script_args: [app, "/"])
       expect(v.fetch(:lib_with_root)).to eq(0)

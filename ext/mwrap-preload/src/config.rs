@@ -106,6 +106,9 @@ pub struct Config {
     pub bt: u8,
     /// The checked `app_root`.
     pub app_root: Option<AppRoot>,
+    /// The working directory at start-up: relative Ruby file names (the
+    /// main script as typed) are taken against it, even after a chdir.
+    pub start_cwd: Option<Vec<u8>>,
 }
 
 impl Config {
@@ -120,13 +123,20 @@ impl Config {
 pub fn from_env() -> Config {
     // SAFETY: getenv returns a NUL-terminated string or NULL.
     let raw = unsafe { libc::getenv(c"MWRAP".as_ptr()) };
+    let start_cwd = absolute(b".").ok();
     if raw.is_null() {
-        return Config::default();
+        return Config {
+            start_cwd,
+            ..Config::default()
+        };
     }
     // SAFETY: as above.
     let value = unsafe { core::ffi::CStr::from_ptr(raw) }.to_bytes();
     let (options, mut problems) = options::parse(value);
-    let mut config = Config::default();
+    let mut config = Config {
+        start_cwd,
+        ..Config::default()
+    };
     if let Some(path) = &options.dump_path {
         match absolute(path).and_then(|abs| check_dump_path(&abs).map(|()| abs)) {
             Ok(abs) => config.dump_path = Some(abs),
@@ -164,7 +174,7 @@ pub fn from_env() -> Config {
         0
     };
     if let Some(dir) = &options.app_root {
-        match app_root(dir) {
+        match app_root(dir, config.start_cwd.as_deref()) {
             Ok(root) => config.app_root = Some(root),
             Err(e) => problems.push(format!("app_root {}: {e}", options::quoted(dir))),
         }
@@ -177,9 +187,11 @@ pub fn from_env() -> Config {
 }
 
 /// The application root of `MWRAP=app_root` (or `Mwrap.app_root=`): an
-/// existing directory, as given and resolved, with the working directory
-/// relative Ruby file names are taken against. The error says why not.
-pub fn app_root(dir: &[u8]) -> Result<AppRoot, String> {
+/// existing directory, as given (made absolute against the current
+/// directory) and resolved, with the directory relative Ruby file names
+/// are taken against: `start_cwd`, the one the program started in (the
+/// current one when unknown). The error says why not.
+pub fn app_root(dir: &[u8], start_cwd: Option<&[u8]>) -> Result<AppRoot, String> {
     let mut c = dir.to_vec();
     c.push(0);
     let mut resolved = [0u8; libc::PATH_MAX as usize];
@@ -203,8 +215,12 @@ pub fn app_root(dir: &[u8]) -> Result<AppRoot, String> {
     });
     ok.map_err(strerror)?;
     let len = resolved.iter().position(|&b| b == 0).unwrap_or(0);
-    let cwd = absolute(b".").map_err(strerror)?;
-    Ok(AppRoot::new(dir, Some(&resolved[..len]), &cwd))
+    let given = absolute(dir).map_err(strerror)?;
+    let cwd = match start_cwd {
+        Some(cwd) => cwd.to_vec(),
+        None => absolute(b".").map_err(strerror)?,
+    };
+    Ok(AppRoot::new(&given, Some(&resolved[..len]), &cwd))
 }
 
 /// `path` made absolute against the current directory.

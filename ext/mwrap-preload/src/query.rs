@@ -370,7 +370,12 @@ unsafe extern "C" fn set_app_root(
     }
     // SAFETY: the extension passes `len` readable bytes.
     let dir = unsafe { core::slice::from_raw_parts(dir, len) };
-    match reading(Err(String::new()), |_| crate::config::app_root(dir)) {
+    let start_cwd = crate::state::CONFIG
+        .get()
+        .and_then(|c| c.start_cwd.as_deref());
+    match reading(Err(String::new()), |_| {
+        crate::config::app_root(dir, start_cwd)
+    }) {
         Ok(root) => {
             reading((), |_| crate::state::set_app_root(Some(root)));
             STATUS_OK
