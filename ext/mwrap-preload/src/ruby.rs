@@ -372,14 +372,23 @@ pub fn current_ec(ts: &ThreadData) -> usize {
     unsafe { *slot as usize }
 }
 
-/// This thread's `&ruby_current_ec`, looked up once per thread.
+/// This thread's `&ruby_current_ec`, looked up once per thread (inlined:
+/// every allocation under Ruby asks).
+#[inline(always)]
 fn ec_slot(ts: &ThreadData) -> *const *const c_void {
-    let mut slot = ts.ruby_ec_slot.get();
+    let slot = ts.ruby_ec_slot.get();
     if slot.is_null() {
-        // SAFETY: dlsym of a TLS symbol returns the calling thread's copy.
-        slot = unsafe { sym(c"ruby_current_ec") } as *const *const c_void;
-        ts.ruby_ec_slot.set(slot);
+        return look_up_ec_slot(ts);
     }
+    slot
+}
+
+#[cold]
+#[inline(never)]
+fn look_up_ec_slot(ts: &ThreadData) -> *const *const c_void {
+    // SAFETY: dlsym of a TLS symbol returns the calling thread's copy.
+    let slot = unsafe { sym(c"ruby_current_ec") } as *const *const c_void;
+    ts.ruby_ec_slot.set(slot);
     slot
 }
 
