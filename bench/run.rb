@@ -82,8 +82,8 @@ module Bench
   # targets: the geometric mean of the min-wall ratios over w2-w6, the
   # worst of them, and w1 (a malloc every ~175 ns) on its own. `mwrap
   # bt:0` has no target: it is the reference of the per-frame costs, the
-  # same build with stacks off but MWRAP set (a longer environment moves
-  # Ruby's heap sizing and GC count, see README, Benchmarks).
+  # same build with stacks off but MWRAP set, which tells the setting's
+  # presence from its work.
   STACK_BASE = "mwrap bt:0"
   STACK_VARIANTS = [
     [STACK_BASE, "MWRAP=bt:0"],
@@ -297,6 +297,18 @@ module Bench
       { "MWRAP" => nil, "LD_PRELOAD" => nil }
     end
 
+    # The environment of a run of `variant` started directly (not through
+    # runone): clean, with its preload and its own settings (MWRAP).
+    def variant_env(variant)
+      env = clean_env
+      env["LD_PRELOAD"] = variant.preload if variant.preload
+      (variant.env || []).each do |setting|
+        name, value = setting.split("=", 2)
+        env[name] = value
+      end
+      env
+    end
+
     def workload_n(w)
       @quick ? w.full_n / 10 : w.full_n
     end
@@ -416,8 +428,7 @@ module Bench
       out = File.join(@tmp, "stack_stats.json")
       vs.select { |v| v.env && v.label != STACK_BASE }.to_h do |v|
         FileUtils.rm_f(out)
-        env = clean_env.merge("LD_PRELOAD" => v.preload, "BENCH_STACK_STATS" => out, "BENCH_STACK_SCRIPT" => script)
-        v.env.each { |kv| k, val = kv.split("=", 2); env[k] = val }
+        env = variant_env(v).merge("BENCH_STACK_STATS" => out, "BENCH_STACK_SCRIPT" => script)
         log = File.join(@tmp, "log")
         ok = system(env, RUBY, "-I", File.join(ROOT, "lib"), "-r", STACK_STATS, script, workload_n(w).to_s,
                     in: File::NULL, out: log, err: [:child, :out], chdir: @tmp)
@@ -575,8 +586,7 @@ module Bench
     def callgrind_run(cmd, variant, name, gc_stats = nil)
       FileUtils.mkdir_p(@keep) if @keep
       out = callgrind_out(name)
-      env = clean_env.merge(variant.preload ? { "LD_PRELOAD" => variant.preload } : {})
-      (variant.env || []).each { |kv| k, val = kv.split("=", 2); env[k] = val }
+      env = variant_env(variant)
       env["BENCH_GC_STATS"] = gc_stats if gc_stats
       log = File.join(@tmp, "callgrind.log")
       ok = system(env, @callgrind, "--tool=callgrind", "--compress-strings=no", "--callgrind-out-file=#{out}", *cmd,

@@ -38,6 +38,13 @@ RSpec.describe "stacks: robustness with bt:16,ruby_bt:16 (signals, replaced libr
     doc["locations"]
   end
 
+  # [total, allocations] of a JSON dump's location, and the same summed
+  # over its stacks (equal when every allocation's stack is counted).
+  def counts_and_stack_sums(loc)
+    keys = %w[total allocations]
+    [loc.values_at(*keys), keys.map { |key| loc["stacks"].sum { |s| s[key] } }]
+  end
+
   context "fork and exit from a signal handler" do
     # The hardening suite's program (spec/hardening/native/signal_handler.c),
     # with stacks on: fewer runs than there (each unwinds every malloc).
@@ -69,10 +76,10 @@ RSpec.describe "stacks: robustness with bt:16,ruby_bt:16 (signals, replaced libr
           next "#{who}: #{loop_loc.size} loop_alloc locations" unless loop_loc.size == 1
 
           l = loop_loc[0]
-          sums = %w[total allocations].map { |key| l["stacks"].sum { |s| s[key] } }
+          counts, sums = counts_and_stack_sums(l)
           funcs = l["stacks"].flat_map { |s| s["native"].map { |f| function_of(f) } }.uniq
-          "#{who}: #{[l['total'], l['allocations']]} #{sums} for #{k}; #{funcs}" unless
-            [l["total"], l["allocations"]] == [100 * Integer(k), Integer(k)] && sums == [l["total"], l["allocations"]] &&
+          "#{who}: #{counts} #{sums} for #{k}; #{funcs}" unless
+            counts == [100 * Integer(k), Integer(k)] && sums == counts &&
             funcs.include?("loop_alloc") && funcs.include?("main")
         end.first
       end
@@ -91,10 +98,9 @@ RSpec.describe "stacks: robustness with bt:16,ruby_bt:16 (signals, replaced libr
         next "no loop_alloc location" unless l
 
         k = Integer(m[1])
-        sums = %w[total allocations].map { |key| l["stacks"].sum { |s| s[key] } }
-        "loop #{[l['total'], l['allocations']]}, stacks #{sums}, for #{k}" unless
-          [k, k + 1].include?(l["allocations"]) && l["total"] == 100 * l["allocations"] &&
-          sums == [l["total"], l["allocations"]]
+        counts, sums = counts_and_stack_sums(l)
+        "loop #{counts}, stacks #{sums}, for #{k}" unless
+          [k, k + 1].include?(l["allocations"]) && l["total"] == 100 * l["allocations"] && sums == counts
       end
       expect(failure).to be_nil
       expect(done).to eq(10)
