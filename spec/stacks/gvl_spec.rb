@@ -69,6 +69,29 @@ RSpec.describe "allocations without the GVL" do
     end
   end
 
+  # File.exist? releases the GVL through rb_thread_call_without_gvl (libruby
+  # calls it through its PLT) and, warmed on the line before, allocates
+  # nothing: its line must not become a location of 0 bytes, which would
+  # also take one of the table's slots.
+  QUIET_RELEASE_SCRIPT = <<~RUBY
+    path = "/" * 2
+    File.exist?(path) # warm
+    File.exist?(path) # quiet
+    require "mwrap"
+    show :quiet, Mwrap["\#{__FILE__}:\#{ARGV[0]}"]&.then { |l| [l.total, l.allocations] }
+    show :listed, Mwrap.each.count { |loc, *| loc == "\#{__FILE__}:\#{ARGV[0]}" }
+  RUBY
+
+  it "makes no location of a line whose GVL release allocates nothing" do
+    Dir.mktmpdir do |dir|
+      ["", "ruby_bt:4", "app_root:#{dir}"].each do |mwrap|
+        _, v = stack_values(QUIET_RELEASE_SCRIPT, dir: dir, mwrap: mwrap,
+                                                  script_args: [line_of(QUIET_RELEASE_SCRIPT, "# quiet").to_s])
+        expect(v.values_at(:quiet, :listed)).to eq([nil, 0]), "MWRAP=#{mwrap}"
+      end
+    end
+  end
+
   it "gives those rows the Ruby frames noted when the GVL was released" do
     Dir.mktmpdir do |dir|
       path, v = run_gvl(dir, "bt:1,ruby_bt:4")
