@@ -46,18 +46,60 @@ pub fn locate(record: &'static Record, data: &ThreadData, caller: usize) -> (u32
             }
         }
     }
-    if let Some(site) = released_gvl_site(data) {
+    if let Some(site) = released_gvl_site(record, data) {
         return (site, current_generation());
     }
     (native_site(record, data, caller), current_generation())
 }
 
 /// The site of the Ruby line this thread released the GVL from, while it
-/// runs without it.
+/// runs without it; interned by the first allocation charged to it.
 #[inline]
-fn released_gvl_site(data: &ThreadData) -> Option<u32> {
+fn released_gvl_site(record: &'static Record, data: &ThreadData) -> Option<u32> {
     let site = data.nogvl_site.get();
-    (site != 0).then_some(site)
+    if site != 0 {
+        return Some(site);
+    }
+    let line = RubyFrame(data.nogvl_line.get());
+    if line.0 == 0 {
+        return None;
+    }
+    let site = SITES.intern(
+        &lock_cx(record),
+        SiteKey::Ruby {
+            file: line.file(),
+            line: line.line(),
+        },
+    );
+    data.nogvl_site.set(site);
+    Some(site)
+}
+
+/// What a thread notes before it releases the GVL (see `nogvl`): the
+/// site of its Ruby line if it has one already, else the line, and its
+/// Ruby frames as a stack (0: none).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoGvlNote {
+    pub site: u32,
+    pub line: RubyFrame,
+    pub stack: u32,
+}
+
+impl NoGvlNote {
+    /// The note `data` holds now.
+    pub fn of(data: &ThreadData) -> NoGvlNote {
+        NoGvlNote {
+            site: data.nogvl_site.get(),
+            line: RubyFrame(data.nogvl_line.get()),
+            stack: data.nogvl_stack.get(),
+        }
+    }
+
+    pub fn set(self, data: &ThreadData) {
+        data.nogvl_site.set(self.site);
+        data.nogvl_line.set(self.line.0);
+        data.nogvl_stack.set(self.stack);
+    }
 }
 
 /// [`locate`] with stacks on: the site of the allocation's (location,
@@ -76,7 +118,7 @@ pub fn locate_stacked(record: &'static Record, data: &ThreadData, caller: Caller
             if let Some((site, generation, n)) = walked_location(record, data, fc, rec.ruby_bt) {
                 ruby_n = n;
                 located = Some((site, generation));
-            } else if let Some(site) = released_gvl_site(data) {
+            } else if let Some(site) = released_gvl_site(record, data) {
                 ruby_n = noted_frames(data, fc, rec.ruby_bt);
                 located = Some((site, current_generation()));
             }
@@ -112,6 +154,23 @@ fn walked_location(
     fc: &mut FrameCaches,
     keep: usize,
 ) -> Option<(u32, u64, usize)> {
+    let epoch = code_epoch();
+    let (i, generation, n) = walked_frame(record, data, fc, keep, epoch)?;
+    let site = frame_site(record, data, &fc.raw[i], fc.ruby[i], epoch)?;
+    Some((site, generation, n))
+}
+
+/// The walk of [`walked_location`] without the site: which frame the
+/// allocation is charged to (an index into `fc.raw` and `fc.ruby`), the
+/// GC generation, and how many frames are resolved into `fc.ruby`
+/// (resolved lines are valid for code epoch `epoch`).
+fn walked_frame(
+    record: &'static Record,
+    data: &ThreadData,
+    fc: &mut FrameCaches,
+    keep: usize,
+    epoch: u64,
+) -> Option<(usize, u64, usize)> {
     let root = recording().app_root;
     let depth = if root.is_some() { fc.raw.len() } else { keep };
     let walk = ruby::walk_frames(data, &mut fc.raw[..depth.max(1)])?;
@@ -121,7 +180,6 @@ fn walked_location(
         return None;
     }
     let keep = keep.min(walk.shown);
-    let epoch = code_epoch();
     let mut chosen = None;
     let mut resolved = 0;
     for i in 0..n {
@@ -142,9 +200,7 @@ fn walked_location(
     if resolved == 0 {
         return None;
     }
-    let i = chosen.unwrap_or(0);
-    let site = frame_site(record, data, &fc.raw[i], fc.ruby[i], epoch)?;
-    Some((site, generation, resolved.min(keep)))
+    Some((chosen.unwrap_or(0), generation, resolved.min(keep)))
 }
 
 /// The `file:line` of a walked frame, from this thread's cache or Ruby.
@@ -251,14 +307,16 @@ fn stack_site(
 /// The location (and, with `ruby_bt`, the Ruby frames as a stack) this
 /// thread runs at now, for a note before it releases the GVL; None when
 /// Ruby may not be asked.
-pub fn ruby_location_now(record: &'static Record, data: &ThreadData) -> Option<(u32, u32)> {
+pub fn ruby_location_now(record: &'static Record, data: &ThreadData) -> Option<NoGvlNote> {
     if !ruby::attached() {
         return None;
     }
     let rec = recording();
+    let epoch = code_epoch();
     if (rec.ruby_bt > 0 || rec.app_root.is_some()) && ruby::can_walk_frames() {
         let fc = frames::caches(record, data)?;
-        let (site, _, n) = walked_location(record, data, fc, rec.ruby_bt)?;
+        let (i, _, n) = walked_frame(record, data, fc, rec.ruby_bt, epoch)?;
+        let raw = fc.raw[i];
         let stack = Stack {
             native: &[],
             ruby: &fc.ruby[..n],
@@ -266,21 +324,29 @@ pub fn ruby_location_now(record: &'static Record, data: &ThreadData) -> Option<(
         let id = STACKS
             .intern(&lock_cx(record), &stack, dlclose_epoch())
             .map_or(0, |s| s.0);
-        return Some((site, id));
+        return Some(NoGvlNote {
+            site: data
+                .cached_ruby_site((raw.iseq, raw.pc, raw.path), epoch)
+                .unwrap_or(0),
+            line: fc.ruby[i],
+            stack: id,
+        });
     }
     let frame = ruby::current_frame(data)?;
-    let epoch = code_epoch();
     if let Some(site) = data.cached_ruby_site(frame.key, epoch) {
-        return Some((site, 0));
+        return Some(NoGvlNote {
+            site,
+            ..NoGvlNote::default()
+        });
     }
     let (file, line) = frame.location()?;
     // SAFETY: Ruby returned a NUL-terminated file name.
     let name = unsafe { core::ffi::CStr::from_ptr(file) }.to_bytes();
     let file = SITES.files().intern(&lock_cx(record), name)?;
-    Some((
-        SITES.intern(&lock_cx(record), SiteKey::Ruby { file, line }),
-        0,
-    ))
+    Some(NoGvlNote {
+        line: RubyFrame::new(file, line),
+        ..NoGvlNote::default()
+    })
 }
 
 /// Marks the frame's compiled code so that freeing it ends the epoch of the

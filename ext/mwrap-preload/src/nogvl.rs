@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use mwrap_core::errno;
 
-use crate::locate;
+use crate::locate::{self, NoGvlNote};
 use crate::per_thread;
 
 /// The signatures of the interposed functions.
@@ -67,21 +67,16 @@ impl Next {
 fn noted<R>(call: impl FnOnce() -> R) -> R {
     let saved = errno::preserved(|| {
         per_thread::busy(|record, data| {
-            let saved = (data.nogvl_site.get(), data.nogvl_stack.get());
-            let (site, stack) = locate::ruby_location_now(record, data).unwrap_or((0, 0));
-            data.nogvl_site.set(site);
-            data.nogvl_stack.set(stack);
+            let saved = NoGvlNote::of(data);
+            locate::ruby_location_now(record, data)
+                .unwrap_or_default()
+                .set(data);
             saved
         })
     });
     let r = call();
-    if let Some((site, stack)) = saved {
-        errno::preserved(|| {
-            per_thread::busy(|_, data| {
-                data.nogvl_site.set(site);
-                data.nogvl_stack.set(stack);
-            })
-        });
+    if let Some(saved) = saved {
+        errno::preserved(|| per_thread::busy(|_, data| saved.set(data)));
     }
     r
 }

@@ -77,8 +77,13 @@ pub struct ThreadData {
     native_cache: UnsafeCell<[NativeCacheEntry; NATIVE_CACHE_SLOTS]>,
     /// While this thread runs without the GVL (`rb_nogvl` and friends,
     /// see `nogvl`): the site of the Ruby line it released the GVL from
-    /// (0: none), and the Ruby frames then (a stack id, 0: none).
+    /// (0: none, or not interned yet), that line as a `RubyFrame` until
+    /// its site is interned (0: none; the site is made by the first
+    /// allocation charged to it, so a release that allocates nothing
+    /// leaves no empty location), and the Ruby frames then (a stack id,
+    /// 0: none).
     pub nogvl_site: Cell<u32>,
+    pub nogvl_line: Cell<u64>,
     pub nogvl_stack: Cell<u32>,
     /// This thread has taken over its record's frame caches (see `frames`).
     pub frame_caches_owned: Cell<bool>,
