@@ -468,6 +468,21 @@ unsafe extern "C" fn app_root(sink: BytesSink, ctx: *mut c_void) {
     }
 }
 
+/// The fake cannot copy itself: every scan fails as a failed fork would.
+unsafe extern "C" fn leak_scan_begin(_scan: *mut LeakScan) -> i32 {
+    38 // ENOSYS
+}
+
+unsafe extern "C" fn leak_scan_finish(
+    _scan: *const LeakScan,
+    _location: u32,
+    _summary: *mut LeakSummary,
+    _sink: LeakRowSink,
+    _ctx: *mut c_void,
+) -> i32 {
+    STATUS_SCAN_FAILED
+}
+
 static mut API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
     struct_size: core::mem::size_of::<PreloadApi>() as u32,
@@ -490,6 +505,8 @@ static mut API: PreloadApi = PreloadApi {
     recording,
     set_app_root,
     app_root,
+    leak_scan_begin,
+    leak_scan_finish,
 };
 
 #[no_mangle]

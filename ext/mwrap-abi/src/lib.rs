@@ -18,7 +18,7 @@ use core::ffi::c_void;
 
 /// Version of [`PreloadApi`]. Both libraries are built from one tree, so a
 /// mismatch means a stale preload library is first in `LD_PRELOAD`.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Name of the exported function returning `*const PreloadApi`.
 pub const PRELOAD_API_SYMBOL: &[u8] = b"mwrap_preload_api\0";
@@ -36,6 +36,9 @@ pub const STATUS_UNKNOWN: i32 = -1;
 pub const STATUS_NO_MEMORY: i32 = 12;
 /// Status: the argument was refused; the reason went to the sink.
 pub const STATUS_INVALID: i32 = 22;
+/// Status: the leak scan's child process died or sent no whole answer
+/// (its wait status is in [`LeakSummary::child_status`]).
+pub const STATUS_SCAN_FAILED: i32 = -2;
 
 /// A copy of one location's counters, summed over its shards.
 #[repr(C)]
@@ -201,6 +204,53 @@ pub struct Recording {
     pub ruby_bt: u32,
 }
 
+/// A leak scan under way (see [`PreloadApi::leak_scan_begin`]): the
+/// process scanning a snapshot of this one, and where its answer arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeakScan {
+    pub pid: i32,
+    /// The read end of the answer's pipe.
+    pub fd: i32,
+    /// How long this process stood still for the snapshot.
+    pub pause_nanos: u64,
+}
+
+/// What a leak scan looked at and found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeakSummary {
+    /// Live tracked blocks and their bytes.
+    pub blocks: u64,
+    pub bytes: u64,
+    /// Those no pointer reaches.
+    pub leaked_blocks: u64,
+    pub leaked_bytes: u64,
+    /// Bytes of roots read (writable memory outside tracked blocks).
+    pub root_bytes: u64,
+    /// Memory the scanning process mapped for its own work.
+    pub scratch_bytes: u64,
+    /// Time the scan took in the child, and the parent's pause.
+    pub scan_nanos: u64,
+    pub pause_nanos: u64,
+    /// The child's wait status (as `waitpid` gives it), or -1 unknown.
+    pub child_status: i32,
+    pub _reserved: u32,
+}
+
+/// The leaked blocks of one location.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LeakRow {
+    pub location: u32,
+    pub _reserved: u32,
+    pub leaked_bytes: u64,
+    pub leaked_count: u64,
+    /// The location's printed name.
+    pub name: *const u8,
+    pub name_len: usize,
+}
+
 /// [`PreloadApi::render`]: mwrap 2.x's dump text (`"%16zu %12zu %s\n"`).
 pub const RENDER_TEXT: u32 = 1;
 /// [`PreloadApi::render`]: flame graph input, one line per stack with live
@@ -219,6 +269,8 @@ pub type HeapPageSink =
     unsafe extern "C" fn(ctx: *mut c_void, pages: *const HeapPageInfo, n: usize);
 /// Receives bytes (rendered text).
 pub type BytesSink = unsafe extern "C" fn(ctx: *mut c_void, bytes: *const u8, len: usize);
+/// Receives a batch of leak rows.
+pub type LeakRowSink = unsafe extern "C" fn(ctx: *mut c_void, rows: *const LeakRow, n: usize);
 /// Receives a batch of stack rows.
 pub type StackRowSink = unsafe extern "C" fn(ctx: *mut c_void, rows: *const StackRow, n: usize);
 
@@ -287,6 +339,24 @@ pub struct PreloadApi {
     /// Calls `sink` with the application root (absolute), or not at all
     /// when there is none.
     pub app_root: unsafe extern "C" fn(sink: BytesSink, ctx: *mut c_void),
+    /// Starts a leak scan: this process stops only while it is copied
+    /// (`fork` semantics, with no `SIGCHLD`: the program's own `wait` never
+    /// sees the copy), and the copy scans itself. Returns `STATUS_OK`, or
+    /// the `errno` of a failed copy (nothing changed then). Call it with
+    /// the GVL held, so that Ruby's heap is whole in the snapshot.
+    pub leak_scan_begin: unsafe extern "C" fn(scan: *mut LeakScan) -> i32,
+    /// Waits for the scan's answer (blocking: call it without the GVL),
+    /// reaps the child, fills `summary` and calls `sink` with the leaked
+    /// blocks of every location (of `location` only, unless 0), most
+    /// leaked bytes first. Returns a `STATUS_*`; `STATUS_SCAN_FAILED` when
+    /// the child sent no whole answer.
+    pub leak_scan_finish: unsafe extern "C" fn(
+        scan: *const LeakScan,
+        location: u32,
+        summary: *mut LeakSummary,
+        sink: LeakRowSink,
+        ctx: *mut c_void,
+    ) -> i32,
 }
 
 #[cfg(test)]
@@ -305,7 +375,9 @@ mod tests {
         assert_eq!(size_of::<SiteFilter>(), 24);
         assert_eq!(size_of::<HeapPageStats>(), 8 + 2 * 40 + 8);
         assert_eq!(offset_of!(PreloadApi, sites), 8);
-        assert_eq!(size_of::<PreloadApi>(), 8 + 19 * 8);
+        assert_eq!(size_of::<PreloadApi>(), 8 + 21 * 8);
+        assert_eq!(size_of::<LeakSummary>(), 9 * 8);
+        assert_eq!(size_of::<LeakRow>(), 40);
         assert_eq!(size_of::<StackRow>(), 72 + 16 + 48 + 32);
     }
 }

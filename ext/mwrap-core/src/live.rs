@@ -25,6 +25,17 @@ pub struct Removed {
     pub watched: bool,
 }
 
+/// Where one live block lies, for a scan of memory (see [`crate::leaks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveBlock {
+    /// What the real allocator returned: the block's bookkeeping starts here.
+    pub raw: usize,
+    /// What the program was handed.
+    pub user: usize,
+    /// Bytes the program asked for.
+    pub size: usize,
+}
+
 /// One way to keep the live allocations of a site's shard.
 ///
 /// An *owner word* names the site and shard a block is charged to (see
@@ -63,6 +74,9 @@ pub trait LiveSet {
 
     /// Calls `f(size, birth)` for every live block of `part`.
     fn for_each(part: &Self::Part, f: impl FnMut(usize, u32));
+
+    /// Calls `f` with where every live block of `part` lies.
+    fn for_each_block(part: &Self::Part, f: impl FnMut(LiveBlock));
 
     /// Forgets every block of `part`: they stay allocated, untracked.
     fn orphan_all(part: &mut Self::Part);
@@ -154,6 +168,20 @@ impl LiveSet for HeaderList {
         }
     }
 
+    fn for_each_block(part: &ListHead, mut f: impl FnMut(LiveBlock)) {
+        let mut cur = part.head;
+        while !cur.is_null() {
+            // SAFETY: as in `for_each`; a linked header is initialised.
+            let (raw, h) = unsafe { (LiveAllocation::raw_block(cur), &*cur) };
+            f(LiveBlock {
+                raw: raw as usize,
+                user: LiveAllocation::user_ptr(cur) as usize,
+                size: h.size(),
+            });
+            cur = h.next;
+        }
+    }
+
     fn orphan_all(part: &mut ListHead) {
         let mut cur = part.head;
         while !cur.is_null() {
@@ -201,6 +229,24 @@ mod tests {
         let mut sizes = Vec::new();
         HeaderList::for_each(&part, |size, _| sizes.push(size));
         assert_eq!(sizes, vec![4, 2]);
+        let mut spans = Vec::new();
+        HeaderList::for_each_block(&part, |b| spans.push(b));
+        let user = |h: *mut LiveAllocation| LiveAllocation::user_ptr(h) as usize;
+        assert_eq!(
+            spans,
+            vec![
+                LiveBlock {
+                    raw: hs[3] as usize,
+                    user: user(hs[3]),
+                    size: 4
+                },
+                LiveBlock {
+                    raw: hs[1] as usize,
+                    user: user(hs[1]),
+                    size: 2
+                },
+            ]
+        );
         // a second removal of an unlinked block is refused
         // SAFETY: unlinked headers are untracked.
         assert_eq!(unsafe { HeaderList::remove(&mut part, hs[2], 7) }, None);

@@ -4,7 +4,7 @@
 //! `None`, never an abort.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// `len` zeroed bytes, page-aligned, or None (with errno untouched).
 pub fn map_zeroed(len: usize) -> Option<NonNull<u8>> {
@@ -27,6 +27,7 @@ pub fn map_zeroed(len: usize) -> Option<NonNull<u8>> {
     if p < 0 || p == libc::MAP_FAILED as libc::c_long {
         return None;
     }
+    OWN_MAPPINGS.note(p as usize, len);
     NonNull::new(p as *mut u8)
 }
 
@@ -35,8 +36,87 @@ pub fn map_zeroed(len: usize) -> Option<NonNull<u8>> {
 /// # Safety
 /// `p` and `len` are those of one mapping, no longer used.
 pub unsafe fn unmap(p: NonNull<u8>, len: usize) {
+    OWN_MAPPINGS.forget(p.as_ptr() as usize);
     // SAFETY: the caller owns the mapping.
     crate::errno::preserved(|| unsafe { libc::syscall(libc::SYS_munmap, p.as_ptr(), len) });
+}
+
+/// Every mapping [`map_zeroed`] made and has not given back: the
+/// profiler's own tables and caches, which a conservative scan of the
+/// process (see [`crate::leaks`]) must not take for the program's memory
+/// (a per-thread cache of Ruby frames points into compiled code, and
+/// would anchor it).
+pub struct OwnMappings {
+    /// `(start, len)` pairs; a start of 0 is a free slot, a len of 0 one
+    /// being filled or emptied.
+    slots: [(AtomicUsize, AtomicUsize); OWN_MAPPING_SLOTS],
+    /// Slots below this index have been used at least once.
+    used: AtomicUsize,
+}
+
+/// Slots of [`OWN_MAPPINGS`]; mappings beyond them are scanned as the
+/// program's (which can only hide a leak, never invent one).
+pub const OWN_MAPPING_SLOTS: usize = 4096;
+
+/// The process's one registry of its own mappings.
+pub static OWN_MAPPINGS: OwnMappings = OwnMappings::new();
+
+impl Default for OwnMappings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OwnMappings {
+    pub const fn new() -> Self {
+        OwnMappings {
+            slots: [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; OWN_MAPPING_SLOTS],
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Records a new mapping: a fresh slot while there are some, else the
+    /// first free one.
+    pub fn note(&self, start: usize, len: usize) {
+        let fresh = self.used.fetch_add(1, Ordering::Relaxed);
+        let claim = |(s, l): &(AtomicUsize, AtomicUsize)| {
+            let won = s
+                .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+            if won {
+                l.store(len, Ordering::Release);
+            }
+            won
+        };
+        if fresh < OWN_MAPPING_SLOTS && claim(&self.slots[fresh]) {
+            return;
+        }
+        self.used.store(OWN_MAPPING_SLOTS, Ordering::Relaxed);
+        let _ = self.slots.iter().any(claim);
+    }
+
+    /// Forgets the mapping that starts at `start`.
+    pub fn forget(&self, start: usize) {
+        let used = self.used.load(Ordering::Relaxed).min(OWN_MAPPING_SLOTS);
+        if let Some((s, l)) = self.slots[..used]
+            .iter()
+            .find(|(s, _)| s.load(Ordering::Acquire) == start)
+        {
+            l.store(0, Ordering::Release);
+            s.store(0, Ordering::Release);
+        }
+    }
+
+    /// Calls `f(start, len)` for every mapping recorded now.
+    pub fn for_each(&self, mut f: impl FnMut(usize, usize)) {
+        let used = self.used.load(Ordering::Relaxed).min(OWN_MAPPING_SLOTS);
+        for (s, l) in &self.slots[..used] {
+            let (start, len) = (s.load(Ordering::Acquire), l.load(Ordering::Acquire));
+            if start != 0 && len != 0 {
+                f(start, len);
+            }
+        }
+    }
 }
 
 /// Types whose all-zero bytes are a valid value, so they can live in
@@ -134,6 +214,37 @@ mod tests {
         assert!(a.get_or_map(4 * 512).is_none());
         let p = a.get(700).unwrap() as *const u64;
         assert_eq!(p, a.get_or_map(700).unwrap() as *const u64);
+    }
+
+    #[test]
+    fn own_mappings_are_listed_until_unmapped() {
+        let listed = |p: usize| {
+            let mut found = None;
+            OWN_MAPPINGS.for_each(|start, len| {
+                if start == p {
+                    found = Some(len);
+                }
+            });
+            found
+        };
+        let p = map_zeroed(3 * 4096).unwrap();
+        assert_eq!(listed(p.as_ptr() as usize), Some(3 * 4096));
+        // SAFETY: our own mapping, unused.
+        unsafe { unmap(p, 3 * 4096) };
+        assert_eq!(listed(p.as_ptr() as usize), None);
+        let r = OwnMappings::new();
+        for i in 1..=OWN_MAPPING_SLOTS + 5 {
+            r.note(i * 4096, 4096);
+        }
+        r.forget(4096);
+        r.note(99 << 30, 8192); // past the fresh slots: the freed one
+        let mut n = 0;
+        let mut big = false;
+        r.for_each(|start, len| {
+            n += 1;
+            big |= start == 99 << 30 && len == 8192;
+        });
+        assert_eq!((n, big), (OWN_MAPPING_SLOTS, true));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "dump_min",
     "dump_heap",
     "dump_format",
+    "dump_leaks",
     "bt",
     "ruby_bt",
     "app_root",
@@ -42,6 +43,9 @@ pub struct Options {
     /// | [`DUMP_HEAP_ONLY`].
     pub dump_heap: u32,
     pub dump_format: DumpFormat,
+    /// Adds the leaked blocks of each location (see `Mwrap.leaks`) to the
+    /// exit dump.
+    pub dump_leaks: bool,
     /// Native return addresses recorded per allocation (0 to [`MAX_BT`]).
     pub bt: u8,
     /// Ruby frames recorded per allocation made under the GVL.
@@ -130,6 +134,11 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
                     quoted(val)
                 )),
             },
+            b"dump_leaks" => match val {
+                b"0" => opts.dump_leaks = false,
+                b"1" => opts.dump_leaks = true,
+                _ => problems.push(format!("dump_leaks {} is not 0 or 1", quoted(val))),
+            },
             b"bt" | b"ruby_bt" => match parse_decimal(val) {
                 Some(n) if n <= MAX_BT => {
                     if key == b"bt" {
@@ -169,6 +178,14 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
             opts.dump_heap
         ));
         opts.dump_heap = 0;
+    }
+    if opts.dump_leaks && opts.dump_format == DumpFormat::Folded {
+        problems.push(
+            "dump_leaks goes with dump_format:text or json (folded stacks have no place for it); \
+             dump_leaks ignored"
+                .to_string(),
+        );
+        opts.dump_leaks = false;
     }
     (opts, problems)
 }
@@ -302,6 +319,20 @@ mod tests {
             assert!(p.is_empty(), "{v:?} gave {p:?}");
         }
         assert!(!parse(b"").0.wants_dump());
+    }
+
+    #[test]
+    fn dump_leaks_is_0_or_1_and_not_for_folded() {
+        assert!(parse(b"dump_leaks:1").0.dump_leaks);
+        assert!(!parse(b"dump_leaks:1,dump_leaks:0").0.dump_leaks);
+        let (o, p) = parse(b"dump_leaks:yes");
+        assert!(!o.dump_leaks);
+        assert_eq!(p, vec!["dump_leaks \"yes\" is not 0 or 1".to_string()]);
+        let (o, p) = parse(b"dump_leaks:1,dump_format:json");
+        assert!(o.dump_leaks && p.is_empty());
+        let (o, p) = parse(b"dump_leaks:1,dump_format:folded");
+        assert!(!o.dump_leaks);
+        assert!(p[0].starts_with("dump_leaks goes with dump_format:text or json"));
     }
 
     #[test]

@@ -85,7 +85,16 @@ fn push_folded_frame(line: &mut Vec<u8>, frame: &[u8]) {
 /// lines, then `]}`. Strings hold names as every output prints them
 /// (mwrap's escaping), JSON-escaped; a byte that is not UTF-8 is written
 /// `\\xNN`, as mwrap escapes it.
-pub fn json(rows: &SiteRows, stacks: &StackRows, out: &mut impl LineSink) {
+///
+/// With `leaks` (`MWRAP=dump_leaks:1`), each location also has
+/// `leaked_bytes` and `leaked_count`, and the document ends with
+/// `],"leak_scan":{…}}` (see [`Leaks`]).
+pub fn json(
+    rows: &SiteRows,
+    stacks: &StackRows,
+    leaks: Option<&Leaks<'_>>,
+    out: &mut impl LineSink,
+) {
     let mut by_location: Vec<&StackRow> = stacks.rows().iter().collect();
     by_location.sort_by_key(|r| r.location);
     let mut line = Vec::new();
@@ -107,6 +116,11 @@ pub fn json(rows: &SiteRows, stacks: &StackRows, out: &mut impl LineSink) {
         ] {
             json_number(&mut line, key, value);
         }
+        if let Some(leaks) = leaks {
+            let (bytes, count) = leaks.of(s.id);
+            json_number(&mut line, "leaked_bytes", bytes);
+            json_number(&mut line, "leaked_count", count);
+        }
         line.extend_from_slice(b",\"stacks\":[");
         let first = by_location.partition_point(|r| r.location < s.id);
         let mine = by_location[first..]
@@ -125,7 +139,75 @@ pub fn json(rows: &SiteRows, stacks: &StackRows, out: &mut impl LineSink) {
         line.push(b'\n');
         out.line(&line);
     }
-    out.line(b"]}\n");
+    match leaks {
+        None => out.line(b"]}\n"),
+        Some(leaks) => {
+            let t = &leaks.summary;
+            line.clear();
+            line.extend_from_slice(b"],\"leak_scan\":{\"blocks\":");
+            line.push_decimal(t.blocks, 0);
+            for (key, value) in [
+                ("bytes", t.bytes),
+                ("leaked_blocks", t.leaked_blocks),
+                ("leaked_bytes", t.leaked_bytes),
+                ("root_bytes", t.root_bytes),
+            ] {
+                json_number(&mut line, key, value);
+            }
+            line.extend_from_slice(b"}}\n");
+            out.line(&line);
+        }
+    }
+}
+
+/// The leaked blocks of one location (see `Mwrap.leaks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeakCount {
+    pub location: u32,
+    pub bytes: u64,
+    pub count: u64,
+}
+
+/// What a leak scan found, for a dump: its summary and, sorted by
+/// location id, the locations with leaked blocks.
+pub struct Leaks<'a> {
+    pub summary: crate::abi::LeakSummary,
+    pub by_location: &'a [LeakCount],
+}
+
+impl Leaks<'_> {
+    /// Leaked bytes and blocks of `location`.
+    pub fn of(&self, location: u32) -> (u64, u64) {
+        let i = self.by_location.partition_point(|l| l.location < location);
+        match self.by_location.get(i) {
+            Some(l) if l.location == location => (l.bytes, l.count),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// `dump_leaks:1` in the text dump: after the 2.x lines, a `#` line on
+/// what was scanned, then one line per location with leaked bytes above
+/// `min`, `"leaked %16zu %12zu %s\n"` (bytes, blocks, location), in the
+/// order given (most bytes first). No 2.x line starts with a letter.
+pub fn leaks_text<'a>(
+    summary: &crate::abi::LeakSummary,
+    lines: impl Iterator<Item = (&'a [u8], u64, u64)>,
+    min: u64,
+    out: &mut impl LineSink,
+) {
+    let mut line = format!(
+        "# mwrap leaks: {} of {} live blocks ({} of {} bytes) are reached by no pointer\n",
+        summary.leaked_blocks, summary.blocks, summary.leaked_bytes, summary.bytes
+    )
+    .into_bytes();
+    out.line(&line);
+    for (name, bytes, count) in lines.filter(|l| l.1 > min) {
+        line.clear();
+        line.extend_from_slice(b"leaked ");
+        dump_line(&mut line, bytes, count, name);
+        out.line(&line);
+    }
 }
 
 fn json_stack(line: &mut Vec<u8>, stacks: &StackRows, row: &StackRow) {
@@ -443,7 +525,7 @@ mod tests {
         let stacks =
             crate::read::stacks(&t, &st, &c, &SiteFilter::default(), None, &BareAddresses).unwrap();
         let mut out = Vec::new();
-        json(&rows, &stacks, &mut out);
+        json(&rows, &stacks, None, &mut out);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5);
@@ -460,5 +542,62 @@ mod tests {
         );
         assert!(lines[3].ends_with("]}"), "the last location has no comma");
         assert_eq!(lines[4], "]}");
+    }
+
+    #[test]
+    fn json_with_leaks_adds_them_per_location_and_the_scan_at_the_end() {
+        let (t, st, th, _blocks) = stacked_tables();
+        let c = th.cx();
+        let rows = sites(&t, &c, &SiteFilter::default(), &BareAddresses).unwrap();
+        let stacks =
+            crate::read::stacks(&t, &st, &c, &SiteFilter::default(), None, &BareAddresses).unwrap();
+        let first = rows.rows()[0].snapshot.id;
+        let by_location = [LeakCount {
+            location: first,
+            bytes: 100,
+            count: 1,
+        }];
+        let leaks = Leaks {
+            summary: crate::abi::LeakSummary {
+                blocks: 5,
+                bytes: 200,
+                leaked_blocks: 1,
+                leaked_bytes: 100,
+                root_bytes: 4096,
+                ..Default::default()
+            },
+            by_location: &by_location,
+        };
+        let mut out = Vec::new();
+        json(&rows, &stacks, Some(&leaks), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains(r#""max_lifespan":0,"leaked_bytes":100,"leaked_count":1,"stacks""#)
+        );
+        assert!(lines[2].contains(r#""leaked_bytes":0,"leaked_count":0,"#));
+        assert_eq!(
+            lines[4],
+            r#"],"leak_scan":{"blocks":5,"bytes":200,"leaked_blocks":1,"leaked_bytes":100,"root_bytes":4096}}"#
+        );
+    }
+
+    #[test]
+    fn leak_lines_follow_a_summary_and_keep_min() {
+        let summary = crate::abi::LeakSummary {
+            blocks: 10,
+            bytes: 5000,
+            leaked_blocks: 3,
+            leaked_bytes: 3000,
+            ..Default::default()
+        };
+        let lines = [(&b"a.rb:1"[..], 2048u64, 2u64), (&b"b.rb:2"[..], 952, 1)];
+        let mut out = Vec::new();
+        leaks_text(&summary, lines.iter().copied(), 1000, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "# mwrap leaks: 3 of 10 live blocks (3000 of 5000 bytes) are reached by no pointer\n\
+             leaked             2048            2 a.rb:1\n"
+        );
     }
 }

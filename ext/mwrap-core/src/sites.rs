@@ -21,7 +21,7 @@ use hashbrown::HashTable;
 use crate::abi::{LiveAllocationInfo, SiteSnapshot, UNTRACKED_SITE};
 use crate::files::FileNames;
 use crate::key::SiteKey;
-use crate::live::{HeaderList, LiveSet};
+use crate::live::{HeaderList, LiveBlock, LiveSet};
 use crate::lock::{LockCx, TableLock};
 use crate::mem::{map_zeroed, ChunkedArray, ZeroInit};
 use crate::stacks::StackId;
@@ -592,6 +592,36 @@ impl<L: LiveSet> SiteTable<L> {
             })?;
         }
         Ok(())
+    }
+
+    /// How many blocks are live, over every site (a bound for
+    /// [`Self::for_each_live_block`] to size its output by).
+    pub fn live_block_count(&self, cx: &LockCx<'_>) -> u64 {
+        (1..=self.site_count())
+            .filter_map(|id| self.site(id))
+            .flat_map(|site| site.shards())
+            .map(|shard| shard.read(cx, |d| d.counters.allocations - d.counters.frees))
+            .sum()
+    }
+
+    /// Calls `f(site, block)` for every live block of every site (stack
+    /// sites by their own id), each shard under its lock.
+    pub fn for_each_live_block(&self, cx: &LockCx<'_>, mut f: impl FnMut(u32, LiveBlock)) {
+        for id in 1..=self.site_count() {
+            let Some(site) = self.site(id) else { continue };
+            for shard in site.shards() {
+                shard.read(cx, |data| L::for_each_block(&data.live, |b| f(id, b)));
+            }
+        }
+    }
+
+    /// The location a site's blocks are charged to: itself, or for a stack
+    /// site its location.
+    pub fn location_of(&self, id: u32) -> Option<u32> {
+        match self.key(id)? {
+            SiteKey::Stack { location, .. } => Some(location),
+            _ => Some(id),
+        }
     }
 
     /// Zeroes every counter and orphans the blocks live now, so that

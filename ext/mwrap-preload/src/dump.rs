@@ -57,8 +57,26 @@ fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<V
             DumpFormat::Folded => RENDER_FOLDED,
             DumpFormat::Json => RENDER_JSON,
         };
+        let leaks = if opts.dump_leaks {
+            match crate::leak_scan::scan(0) {
+                Ok(report) => Some(report),
+                Err(e) => {
+                    report(
+                        config,
+                        format!(
+                            "mwrap: dump_leaks: {}; the dump has no leak lines\n",
+                            e.describe()
+                        )
+                        .as_bytes(),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         text.try_reserve(SITES.site_count() as usize * 80).ok()?;
-        crate::query::render_format(&cx, format, opts.dump_min, &mut text).ok()?;
+        crate::query::render_format(&cx, format, opts.dump_min, leaks.as_ref(), &mut text).ok()?;
     }
     if opts.dump_heap != 0 {
         let mut pages: Vec<HeapPageInfo> = Vec::new();

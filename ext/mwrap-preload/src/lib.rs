@@ -28,6 +28,7 @@ mod dump;
 mod frames;
 pub mod hooks;
 mod init;
+mod leak_scan;
 mod lifecycle;
 mod loader;
 mod locate;

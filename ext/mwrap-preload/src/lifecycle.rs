@@ -28,9 +28,7 @@ fn now_nanos() -> u64 {
 
 extern "C" fn prepare() {
     let started = now_nanos();
-    if let Some(record) = per_thread::current() {
-        GATE.close(&lock_cx(record), THREADS.claimed().map(|r| &r.slot));
-    }
+    before_copy();
     FORK_HANDLER_NANOS.fetch_add(now_nanos() - started, Ordering::Relaxed);
 }
 
@@ -42,6 +40,24 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
+    in_copy();
+}
+
+/// Before this process is copied (`fork`, or the leak scan's snapshot):
+/// waits until no other thread holds a table lock, and keeps them out.
+pub fn before_copy() {
+    if let Some(record) = per_thread::current() {
+        GATE.close(&lock_cx(record), THREADS.claimed().map(|r| &r.slot));
+    }
+}
+
+/// In the parent, after the copy.
+pub fn after_copy() {
+    GATE.open();
+}
+
+/// In the copy: its one thread takes over the tables.
+pub fn in_copy() {
     GATE.open_in_child();
     if let Some(record) = per_thread::current() {
         THREADS.after_fork_in_child(record, current_tid());
@@ -54,6 +70,11 @@ extern "C" fn child() {
     }
     loader::after_fork_in_child();
     SYMBOLIZER.after_fork_in_child();
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC`.
+pub fn monotonic_nanos() -> u64 {
+    now_nanos()
 }
 
 pub fn register_fork_handlers() {

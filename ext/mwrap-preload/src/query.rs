@@ -7,11 +7,11 @@
 use core::ffi::c_void;
 
 use mwrap_core::abi::{
-    BytesSink, HeapPageSink, HeapPageStats, LiveSink, LocationKey, PreloadApi, Recording,
-    SiteFilter, SiteRow, SiteRowSink, SiteSnapshot, StackRow, StackRowSink, Totals, ABI_VERSION,
-    LOCATION_NATIVE, LOCATION_NO_MEMORY, LOCATION_OVERFLOW, LOCATION_RUBY, RENDER_FOLDED,
-    RENDER_JSON, RENDER_TEXT, STATUS_INVALID, STATUS_NO_MEMORY, STATUS_OK, STATUS_UNKNOWN,
-    UNTRACKED_SITE,
+    BytesSink, HeapPageSink, HeapPageStats, LeakRow, LeakRowSink, LeakScan, LeakSummary, LiveSink,
+    LocationKey, PreloadApi, Recording, SiteFilter, SiteRow, SiteRowSink, SiteSnapshot, StackRow,
+    StackRowSink, Totals, ABI_VERSION, LOCATION_NATIVE, LOCATION_NO_MEMORY, LOCATION_OVERFLOW,
+    LOCATION_RUBY, RENDER_FOLDED, RENDER_JSON, RENDER_TEXT, STATUS_INVALID, STATUS_NO_MEMORY,
+    STATUS_OK, STATUS_SCAN_FAILED, STATUS_UNKNOWN, UNTRACKED_SITE,
 };
 use mwrap_core::lock::LockCx;
 use mwrap_core::read::{self, SiteRows};
@@ -45,6 +45,8 @@ pub static API: PreloadApi = PreloadApi {
     recording,
     set_app_root,
     app_root,
+    leak_scan_begin,
+    leak_scan_finish,
 };
 
 /// Runs `f` with this thread's lock context and the recursion guard held;
@@ -253,7 +255,7 @@ unsafe extern "C" fn render(format: u32, min: u64, sink: BytesSink, ctx: *mut c_
     if out.buf.try_reserve(SinkLines::PIECE).is_err() {
         return STATUS_NO_MEMORY;
     }
-    if reading(Err(()), |cx| render_format(cx, format, min, &mut out)).is_err() {
+    if reading(Err(()), |cx| render_format(cx, format, min, None, &mut out)).is_err() {
         return STATUS_NO_MEMORY;
     }
     out.flush();
@@ -262,11 +264,14 @@ unsafe extern "C" fn render(format: u32, min: u64, sink: BytesSink, ctx: *mut c_
 
 /// Renders `format` (a `RENDER_*`) of what is above `min` (the total for
 /// text and JSON, live bytes for folded) into `out`: the one place every
-/// output (this ABI and the exit dump) turns a format into lines.
+/// output (this ABI and the exit dump) turns a format into lines. With
+/// `leaks` (the exit dump's `dump_leaks:1`), text gets leak lines after
+/// the 2.x ones and JSON gets them per location.
 pub fn render_format(
     cx: &LockCx<'_>,
     format: u32,
     min: u64,
+    leaks: Option<&crate::leak_scan::LeakReport>,
     out: &mut impl LineSink,
 ) -> Result<(), ()> {
     let filter = SiteFilter {
@@ -278,8 +283,27 @@ pub fn render_format(
     let stack_rows = || read::stacks(&SITES, &STACKS, cx, &all, None, &Symbols).map_err(|_| ());
     match format {
         RENDER_FOLDED => render::folded(&stack_rows()?, min, out),
-        RENDER_JSON => render::json(&site_rows(&filter)?, &stack_rows()?, out),
-        _ => render::text(&site_rows(&filter)?, out),
+        RENDER_JSON => {
+            let by_location = match leaks {
+                Some(report) => report.by_location().map_err(|_| ())?,
+                None => Vec::new(),
+            };
+            let leaks = leaks.map(|report| render::Leaks {
+                summary: report.summary,
+                by_location: &by_location,
+            });
+            render::json(&site_rows(&filter)?, &stack_rows()?, leaks.as_ref(), out)
+        }
+        _ => {
+            render::text(&site_rows(&filter)?, out);
+            if let Some(report) = leaks {
+                let lines = report
+                    .lines
+                    .iter()
+                    .map(|l| (report.name(l), l.bytes, l.count));
+                render::leaks_text(&report.summary, lines, min, out);
+            }
+        }
     }
     Ok(())
 }
@@ -392,4 +416,77 @@ unsafe extern "C" fn app_root(sink: BytesSink, ctx: *mut c_void) {
         // SAFETY: per the ABI.
         unsafe { sink(ctx, dir.as_ptr(), dir.len()) };
     }
+}
+
+unsafe extern "C" fn leak_scan_begin(scan: *mut LeakScan) -> i32 {
+    match reading(Err(crate::leak_scan::ScanError::NoMemory), |_| {
+        crate::leak_scan::begin()
+    }) {
+        Ok(s) => {
+            // SAFETY: the extension passes a writable LeakScan.
+            unsafe { scan.write(s) };
+            STATUS_OK
+        }
+        Err(crate::leak_scan::ScanError::Copy(e)) => e,
+        Err(_) => STATUS_NO_MEMORY,
+    }
+}
+
+unsafe extern "C" fn leak_scan_finish(
+    scan: *const LeakScan,
+    location: u32,
+    summary: *mut LeakSummary,
+    sink: LeakRowSink,
+    ctx: *mut c_void,
+) -> i32 {
+    use crate::leak_scan::ScanError;
+    // SAFETY: the extension passes the LeakScan its begin filled.
+    let Some(scan) = (unsafe { scan.as_ref() }) else {
+        return STATUS_INVALID;
+    };
+    let report = match crate::leak_scan::finish(scan, location) {
+        Ok(report) => report,
+        Err(e) => {
+            let status = match e {
+                ScanError::Failed(status) => status,
+                _ => -1,
+            };
+            // SAFETY: the extension passes a writable LeakSummary.
+            unsafe {
+                summary.write(LeakSummary {
+                    pause_nanos: scan.pause_nanos,
+                    child_status: status,
+                    ..Default::default()
+                })
+            };
+            return match e {
+                ScanError::Failed(_) => STATUS_SCAN_FAILED,
+                _ => STATUS_NO_MEMORY,
+            };
+        }
+    };
+    // SAFETY: the extension passes a writable LeakSummary.
+    unsafe { summary.write(report.summary) };
+    const BATCH: usize = 256;
+    let mut batch: Vec<LeakRow> = Vec::new();
+    if batch.try_reserve(BATCH).is_err() {
+        return STATUS_NO_MEMORY;
+    }
+    for chunk in report.lines.chunks(BATCH) {
+        batch.clear();
+        batch.extend(chunk.iter().map(|l| {
+            let name = report.name(l);
+            LeakRow {
+                location: l.location,
+                _reserved: 0,
+                leaked_bytes: l.bytes,
+                leaked_count: l.count,
+                name: name.as_ptr(),
+                name_len: name.len(),
+            }
+        }));
+        // SAFETY: per the ABI; `batch` and the names outlive the call.
+        unsafe { sink(ctx, batch.as_ptr(), batch.len()) };
+    }
+    STATUS_OK
 }

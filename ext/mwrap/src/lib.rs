@@ -5,13 +5,15 @@
 //! One file per Ruby class or module: `mwrap_module` (`Mwrap`'s functions),
 //! `source_location` (`Mwrap[]` and `Mwrap::SourceLocation`), `quiet`
 //! (`Mwrap.quiet`), `heap_page_body` (`Mwrap::HeapPageBody`), `stacks`
-//! (`Mwrap.each_stack`, `Mwrap.app_root`); `args` holds
+//! (`Mwrap.each_stack`, `Mwrap.app_root`), `leaks` (`Mwrap.leaks`);
+//! `args` holds
 //! the argument checks and exception lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
 
 mod args;
 mod heap_page_body;
+mod leaks;
 mod mwrap_module;
 mod preload;
 mod quiet;
@@ -35,5 +37,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     source_location::init(ruby)?;
     heap_page_body::init(ruby)?;
     stacks::init(ruby)?;
+    leaks::init(ruby)?;
     Ok(())
 }

@@ -16,9 +16,9 @@ use std::mem::size_of;
 use std::sync::OnceLock;
 
 use mwrap_abi::{
-    HeapPageInfo, HeapPageStats, LiveAllocationInfo, PreloadApi, Recording, SiteFilter, SiteRow,
-    SiteSnapshot, StackRow, Totals, ABI_VERSION, PRELOAD_API_SYMBOL, STATUS_NO_MEMORY, STATUS_OK,
-    UNTRACKED_SITE,
+    HeapPageInfo, HeapPageStats, LeakRow, LeakScan, LeakSummary, LiveAllocationInfo, PreloadApi,
+    Recording, SiteFilter, SiteRow, SiteSnapshot, StackRow, Totals, ABI_VERSION,
+    PRELOAD_API_SYMBOL, STATUS_NO_MEMORY, STATUS_OK, STATUS_SCAN_FAILED, UNTRACKED_SITE,
 };
 
 /// Signature of the exported `mwrap_preload_api` function.
@@ -448,6 +448,95 @@ impl Preload {
     pub fn attach_ruby(self) {
         // SAFETY: plain call into the validated table.
         unsafe { (self.api.attach_ruby)() }
+    }
+
+    /// Copies the process for a leak scan (call with the GVL held); the
+    /// errno of a copy that failed.
+    pub fn leak_scan_begin(self) -> Result<LeakScan, LeakScanError> {
+        let mut scan = LeakScan::default();
+        // SAFETY: `scan` is a valid, writable LeakScan.
+        match unsafe { (self.api.leak_scan_begin)(&mut scan) } {
+            STATUS_OK => Ok(scan),
+            STATUS_NO_MEMORY => Err(LeakScanError::NoMemory),
+            errno => Err(LeakScanError::Copy(errno)),
+        }
+    }
+
+    /// Waits for a scan's answer (blocking, no Ruby call: fit to run
+    /// without the GVL): the summary and the leaked blocks per location
+    /// (of `location` only, unless 0).
+    pub fn leak_scan_finish(
+        self,
+        scan: &LeakScan,
+        location: u32,
+    ) -> Result<(LeakSummary, Vec<Leak>), LeakScanError> {
+        let mut out = Collect::new();
+        let mut summary = LeakSummary::default();
+        // SAFETY: the sink matches `LeakRowSink`, ctx points at `out`, and
+        // `scan` is what leak_scan_begin filled.
+        let status = unsafe {
+            (self.api.leak_scan_finish)(scan, location, &mut summary, leak_sink, out.ctx())
+        };
+        match status {
+            STATUS_SCAN_FAILED => Err(LeakScanError::Died(summary.child_status)),
+            _ => match out.finish(status) {
+                Ok(leaks) => Ok((summary, leaks)),
+                Err(NoMemory) => Err(LeakScanError::NoMemory),
+            },
+        }
+    }
+}
+
+/// Why a leak scan gave no answer.
+#[derive(Debug, Clone, Copy)]
+pub enum LeakScanError {
+    /// The process could not be copied (the errno); nothing changed.
+    Copy(i32),
+    NoMemory,
+    /// The scanning copy died (its wait status, or -1).
+    Died(i32),
+}
+
+/// One location's leaked blocks, copied out of the preload.
+pub struct Leak {
+    pub location: u32,
+    pub bytes: u64,
+    pub count: u64,
+    pub name: Vec<u8>,
+}
+
+/// Copies leak rows into a `Collect<Leak>`.
+///
+/// # Safety
+/// As for [`collect_sink`], with `Collect<Leak>` and `LeakRow`s whose
+/// names point at `name_len` readable bytes.
+unsafe extern "C" fn leak_sink(ctx: *mut c_void, rows: *const LeakRow, n: usize) {
+    if rows.is_null() || n == 0 {
+        return;
+    }
+    // SAFETY: see the function's contract.
+    let out = unsafe { &mut *ctx.cast::<Collect<Leak>>() };
+    // SAFETY: see the function's contract.
+    let rows = unsafe { std::slice::from_raw_parts(rows, n) };
+    if out.items.try_reserve(n).is_err() {
+        out.no_memory = true;
+        return;
+    }
+    for row in rows {
+        // SAFETY: see the function's contract.
+        let name = unsafe { std::slice::from_raw_parts(row.name, row.name_len) };
+        let mut copy = Vec::new();
+        if copy.try_reserve(name.len()).is_err() {
+            out.no_memory = true;
+            return;
+        }
+        copy.extend_from_slice(name);
+        out.items.push(Leak {
+            location: row.location,
+            bytes: row.leaked_bytes,
+            count: row.leaked_count,
+            name: copy,
+        });
     }
 }
 

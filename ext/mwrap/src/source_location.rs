@@ -38,6 +38,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     class.define_method("name", method!(SourceLocation::name, 0))?;
     class.define_method("each", method!(SourceLocation::each, 0))?;
     class.define_method("stacks", method!(SourceLocation::stacks, 0))?;
+    class.define_method("leaked", method!(SourceLocation::leaked, 0))?;
     class.define_method("inspect", method!(SourceLocation::inspect, 0))?;
     class.define_method("==", method!(SourceLocation::equal, 1))?;
     class.define_method("eql?", method!(SourceLocation::equal, 1))?;
@@ -166,6 +167,12 @@ impl SourceLocation {
             out.push(crate::stacks::stack_row(ruby, entry)?)?;
         }
         Ok(out)
+    }
+
+    /// `[leaked_bytes, leaked_count]`: this location's live blocks that no
+    /// pointer reaches (one scan of the process, see `Mwrap.leaks`).
+    fn leaked(ruby: &Ruby, rb_self: &Self) -> Result<(u64, u64), Error> {
+        crate::leaks::leaked_at(ruby, rb_self.id)
     }
 
     fn inspect(ruby: &Ruby, rb_self: &Self) -> String {
