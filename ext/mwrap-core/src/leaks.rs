@@ -238,9 +238,96 @@ impl<'a> Marker<'a> {
         self.words
     }
 
+    /// The block whose bytes end at `at` (the one a gap starting at `at`
+    /// follows), if any.
+    pub fn block_ending_at(&self, at: usize) -> Option<&ScanBlock> {
+        let i = self.blocks.partition_point(|b| b.end < at);
+        self.blocks
+            .get(i)
+            .filter(|b| b.end.max(b.start + 1) == at || b.end == at)
+    }
+
+    /// The block whose bookkeeping starts at `at`, if any.
+    pub fn block_at_raw(&self, at: usize) -> Option<&ScanBlock> {
+        let i = self.blocks.partition_point(|b| b.raw < at);
+        self.blocks.get(i).filter(|b| b.raw == at)
+    }
+
     /// The blocks, marked or not.
     pub fn blocks(&self) -> &[ScanBlock] {
         self.blocks
+    }
+}
+
+/// glibc's malloc chunk: `[prev_size][size | flags][user bytes …]`, the
+/// user bytes 16 bytes in; a chunk is in use when the chunk after it has
+/// `PREV_INUSE` set.
+const CHUNK_HEADER: usize = 16;
+const PREV_INUSE: usize = 1;
+const IS_MMAPPED: usize = 2;
+const CHUNK_FLAGS: usize = 7;
+
+/// The in-use chunks of glibc's heap in a gap that follows a tracked
+/// block, so that a scan reads those (blocks the profiler does not track)
+/// and skips the free ones: a free chunk holds only stale words, pointers
+/// of what lived there before, which would anchor whatever now lies where
+/// they point. (Chunks in glibc's per-thread cache and fast bins look in
+/// use, and are read.)
+///
+/// `prev_raw` is the tracked block's raw address (glibc's user pointer of
+/// its chunk); the walk starts at the chunk after it and ends at
+/// `next_raw`'s chunk (the next tracked block), or, when `next_raw` is
+/// None, at the heap's top chunk, where `read` finds no chunk after.
+/// `read(address)` reads a word of the heap, None outside it. `in_use(a,
+/// b)` is called for each in-use chunk's bytes. Err(address) when the
+/// walk does not add up there (a layout it does not know, not glibc's
+/// heap): the caller reads from that address on as roots.
+pub fn glibc_in_use_chunks(
+    prev_raw: usize,
+    gap_end: usize,
+    next_raw: Option<usize>,
+    read: impl Fn(usize) -> Option<usize>,
+    mut in_use: impl FnMut(usize, usize),
+) -> Result<(), usize> {
+    let fail = |at: usize| Err(at);
+    let Some(prev_size) = prev_raw.checked_sub(8).and_then(&read) else {
+        return fail(prev_raw);
+    };
+    if prev_size & IS_MMAPPED != 0 {
+        return fail(prev_raw);
+    }
+    let mut chunk = prev_raw - CHUNK_HEADER + (prev_size & !CHUNK_FLAGS);
+    let stop = next_raw.map(|r| r - CHUNK_HEADER);
+    loop {
+        if Some(chunk) == stop {
+            return Ok(());
+        }
+        if chunk + CHUNK_HEADER > gap_end {
+            return fail(chunk.min(gap_end));
+        }
+        let Some(size) = read(chunk + 8) else {
+            return fail(chunk);
+        };
+        let size = size & !CHUNK_FLAGS;
+        if size < 2 * CHUNK_HEADER || size % CHUNK_HEADER != 0 || size > usize::MAX / 4 {
+            return fail(chunk);
+        }
+        let next = chunk + size;
+        if stop.is_some_and(|s| next > s) {
+            return fail(chunk);
+        }
+        match read(next + 8) {
+            // the top chunk: nothing of the program's lies in it
+            None if stop.is_none() => return Ok(()),
+            None => return fail(chunk),
+            Some(after) => {
+                if after & PREV_INUSE != 0 {
+                    // in use: its bytes run into the next chunk's prev_size
+                    in_use(chunk + CHUNK_HEADER, (next + 8).min(gap_end));
+                }
+            }
+        }
+        chunk = next;
     }
 }
 
@@ -428,6 +515,63 @@ mod tests {
         }
         assert_eq!(m.find(at(2560 + 3 * 512)), None);
         assert_eq!(m.find(at(2559)), None);
+    }
+
+    /// A fake glibc heap: chunks of the given sizes (bytes) and in-use
+    /// flags, laid out from a 16-aligned base; returns (base, words, the
+    /// user pointer of each chunk).
+    fn fake_heap(chunks: &[(usize, bool)], top: usize) -> (Vec<usize>, usize, Vec<usize>) {
+        let total: usize = chunks.iter().map(|c| c.0).sum::<usize>() + top + 64;
+        let mut words = vec![0usize; total / 8 + 4];
+        let base = (words.as_ptr() as usize).next_multiple_of(16);
+        let off = (base - words.as_ptr() as usize) / 8;
+        let mut at = 0;
+        let mut users = Vec::new();
+        let mut prev_in_use = true;
+        for &(size, used) in chunks.iter().chain([(top, true)].iter()) {
+            words[off + (at + 8) / 8] = size | usize::from(prev_in_use);
+            users.push(base + at + 16);
+            prev_in_use = used;
+            at += size;
+        }
+        (words, base, users)
+    }
+
+    #[test]
+    fn glibc_walk_reads_in_use_chunks_and_skips_free_ones() {
+        // tracked, foreign (in use), free, foreign, tracked, then top
+        let layout = [(64, true), (48, true), (96, false), (32, true), (64, true)];
+        let (words, base, users) = fake_heap(&layout, 256);
+        let end = base + 64 + 48 + 96 + 32 + 64 + 256;
+        let origin = words.as_ptr() as usize;
+        let read = |a: usize| (a >= base && a + 8 <= end).then(|| words[(a - origin) / 8]);
+        let mut seen = Vec::new();
+        let r = glibc_in_use_chunks(users[0], users[4], Some(users[4]), read, |a, b| {
+            seen.push((a, b))
+        });
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            seen,
+            vec![(users[1], users[2] - 8), (users[3], users[4] - 8)]
+        );
+        // after the last tracked block: the top chunk is skipped
+        seen.clear();
+        let r = glibc_in_use_chunks(users[4], end, None, read, |a, b| seen.push((a, b)));
+        assert_eq!((r, seen.len()), (Ok(()), 0));
+        // a walk that does not land on the next tracked block fails there
+        seen.clear();
+        let r = glibc_in_use_chunks(users[0], users[4], Some(users[4] + 16), read, |a, b| {
+            seen.push((a, b))
+        });
+        assert!(r.is_err());
+        // a broken size field: the walk stops at that chunk
+        let (mut words, base, users) = fake_heap(&layout, 256);
+        let origin = words.as_ptr() as usize;
+        let end = base + 64 + 48 + 96 + 32 + 64 + 256;
+        words[(users[2] - 8 - origin) / 8] = 12345;
+        let read = |a: usize| (a >= base && a + 8 <= end).then(|| words[(a - origin) / 8]);
+        let r = glibc_in_use_chunks(users[0], users[4], Some(users[4]), read, |_, _| {});
+        assert_eq!(r, Err(users[2] - 16));
     }
 
     #[test]

@@ -23,7 +23,9 @@ use core::ptr::NonNull;
 
 use mwrap_core::abi::{LeakScan, LeakSummary};
 use mwrap_core::errno;
-use mwrap_core::leaks::{page_slots_needed, sort_blocks, Marker, PageSlot, ScanBlock};
+use mwrap_core::leaks::{
+    glibc_in_use_chunks, page_slots_needed, sort_blocks, Marker, PageSlot, ScanBlock,
+};
 use mwrap_core::maps;
 use mwrap_core::mem::{map_zeroed, unmap, OWN_MAPPINGS};
 use mwrap_core::read;
@@ -115,6 +117,7 @@ pub fn begin() -> Result<LeakScan, ScanError> {
     }
     let [read_end, write_end] = fds;
     let own = OwnSegments::find();
+    let glibc = allocator_is_glibc();
     // The calling thread's callee-saved registers, in memory the copy
     // reads: a pointer held only in one of them still anchors its block.
     let registers = callee_saved_registers();
@@ -128,7 +131,7 @@ pub fn begin() -> Result<LeakScan, ScanError> {
         in_copy();
         core::hint::black_box(&registers);
         // SAFETY: the copy is single-threaded and only reads.
-        let code = unsafe { scan_in_copy(write_end, &own) };
+        let code = unsafe { scan_in_copy(write_end, &own, glibc) };
         exit_copy(code);
     }
     let copy_errno = errno::get();
@@ -365,7 +368,7 @@ impl<T> Drop for Scratch<T> {
 ///
 /// # Safety
 /// Only in the copy, which is single-threaded.
-unsafe fn scan_in_copy(out: i32, own: &OwnSegments) -> i32 {
+unsafe fn scan_in_copy(out: i32, own: &OwnSegments, glibc: bool) -> i32 {
     let Some(record) = per_thread::current() else {
         return 3;
     };
@@ -424,8 +427,13 @@ unsafe fn scan_in_copy(out: i32, own: &OwnSegments) -> i32 {
             continue;
         }
         let in_place = !m.shared && (m.path.is_empty() || m.path.starts_with(b"["));
+        let how = match (in_place, glibc) {
+            (true, true) => RootRead::InPlaceSkippingFreeChunks(m.start, m.end),
+            (true, false) => RootRead::InPlace,
+            (false, _) => RootRead::Copied,
+        };
         for_each_piece_outside(m.start, m.end, excluded, |start, end| {
-            root_bytes += scan_root(&mut marker, start, end, in_place, buf.slice());
+            root_bytes += scan_root(&mut marker, start, end, how, buf.slice());
         });
     }
     // SAFETY: every block is live memory of this (copied) process.
@@ -499,35 +507,82 @@ fn as_bytes<T: Copy>(value: &T) -> &[u8] {
 const ROOT_CHUNK: usize = 256 * 1024;
 const PAGE: usize = 4096;
 
+/// How a root mapping is read.
+#[derive(Clone, Copy)]
+enum RootRead {
+    /// Anonymous private memory, read in place: it cannot fault while
+    /// mapped readable.
+    InPlace,
+    /// The same, glibc's heap maybe (the mapping's bounds): a gap after a
+    /// tracked block is walked chunk by chunk and glibc's free chunks are
+    /// skipped (see [`glibc_in_use_chunks`]).
+    InPlaceSkippingFreeChunks(usize, usize),
+    /// Anything else (a file's data, which a truncated file would turn
+    /// into `SIGBUS`): copied with `process_vm_readv`, a piece at a time,
+    /// so that a page that cannot be read is skipped.
+    Copied,
+}
+
+/// Reads `start..end` in place as roots; the bytes read.
+///
+/// # Safety
+/// `start..end` lies in a readable, anonymous, private mapping of this
+/// single-threaded copy.
+unsafe fn scan_in_place(marker: &mut Marker<'_>, start: usize, end: usize) -> u64 {
+    let word = size_of::<usize>();
+    let a = start.next_multiple_of(word);
+    let b = end & !(word - 1);
+    if a >= b {
+        return 0;
+    }
+    // SAFETY: per this function's contract.
+    let words = unsafe { core::slice::from_raw_parts(a as *const usize, (b - a) / word) };
+    marker.scan_words(words);
+    (b - a) as u64
+}
+
 /// Reads the untracked stretches of `start..end` (a piece of one root
-/// mapping) as roots; returns the bytes read. Anonymous private memory is
-/// read in place (it cannot fault while mapped readable); anything else
-/// (a file's data, which a truncated file would turn into `SIGBUS`) is
-/// copied with `process_vm_readv`, a piece at a time, so that a page that
-/// cannot be read is skipped.
+/// mapping) as roots, as `how` says; returns the bytes read.
 fn scan_root(
     marker: &mut Marker<'_>,
     start: usize,
     end: usize,
-    in_place: bool,
+    how: RootRead,
     buf: &mut [usize],
 ) -> u64 {
     let word = size_of::<usize>();
     let mut read = 0u64;
-    if in_place {
+    if let RootRead::InPlace | RootRead::InPlaceSkippingFreeChunks(..) = how {
         let mut at = start;
         while let Some((gap_start, gap_end)) = marker.next_gap(at, end) {
-            let a = gap_start.next_multiple_of(word);
-            let b = gap_end & !(word - 1);
-            if a < b {
-                // SAFETY: part of a readable, anonymous, private mapping of
-                // this single-threaded copy, which nothing unmaps meanwhile.
-                let words =
-                    unsafe { core::slice::from_raw_parts(a as *const usize, (b - a) / word) };
-                marker.scan_words(words);
-                read += (b - a) as u64;
-            }
             at = gap_end;
+            let after = match how {
+                RootRead::InPlaceSkippingFreeChunks(lo, hi) => marker
+                    .block_ending_at(gap_start)
+                    .map(|prev| (prev.raw, lo, hi)),
+                _ => None,
+            };
+            let Some((prev_raw, lo, hi)) = after else {
+                // SAFETY: part of this root mapping (see RootRead::InPlace).
+                read += unsafe { scan_in_place(marker, gap_start, gap_end) };
+                continue;
+            };
+            let next_raw = marker.block_at_raw(gap_end).map(|b| b.raw);
+            let word_at = |a: usize| {
+                // SAFETY: an aligned word inside this mapping.
+                (a >= lo && a + word <= hi && a % word == 0)
+                    .then(|| unsafe { *(a as *const usize) })
+            };
+            let mut stretches = 0u64;
+            let walked = glibc_in_use_chunks(prev_raw, gap_end, next_raw, word_at, |a, b| {
+                // SAFETY: as above.
+                stretches += unsafe { scan_in_place(marker, a.max(gap_start), b) };
+            });
+            read += stretches;
+            if let Err(from) = walked {
+                // SAFETY: as above.
+                read += unsafe { scan_in_place(marker, from.max(gap_start), gap_end) };
+            }
         }
         return read;
     }
@@ -733,6 +788,33 @@ impl Excluded {
     }
 }
 
+/// Whether the real allocator is glibc's (whose chunk layout the scan
+/// knows): its `malloc` lies in libc.
+fn allocator_is_glibc() -> bool {
+    let Some(real) = crate::real::get() else {
+        return false;
+    };
+    let mut info = empty_dl_info();
+    // SAFETY: dladdr of a function address into a local struct.
+    let found = unsafe { libc::dladdr(real.malloc as *const libc::c_void, &mut info) } != 0;
+    if !found || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: dladdr gave a NUL-terminated path of a loaded object.
+    let path = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
+    let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
+    name.starts_with(b"libc.so") || name.starts_with(b"libc-")
+}
+
+fn empty_dl_info() -> libc::Dl_info {
+    libc::Dl_info {
+        dli_fname: core::ptr::null(),
+        dli_fbase: core::ptr::null_mut(),
+        dli_sname: core::ptr::null(),
+        dli_saddr: core::ptr::null_mut(),
+    }
+}
+
 /// The calling thread's callee-saved registers, copied to memory.
 #[inline(always)]
 fn callee_saved_registers() -> [usize; 8] {
@@ -817,6 +899,7 @@ mod tests {
     fn own_segments_cover_our_statics() {
         static PROBE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
         let own = OwnSegments::find();
+        let glibc = allocator_is_glibc();
         let at = &PROBE as *const _ as usize;
         assert!(own.segments[..own.count]
             .iter()
