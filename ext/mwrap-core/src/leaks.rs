@@ -309,7 +309,7 @@ pub fn glibc_in_use_chunks(
             return fail(chunk);
         };
         let size = size & !CHUNK_FLAGS;
-        if size < 2 * CHUNK_HEADER || size % CHUNK_HEADER != 0 || size > usize::MAX / 4 {
+        if size < 2 * CHUNK_HEADER || !size.is_multiple_of(CHUNK_HEADER) || size > usize::MAX / 4 {
             return fail(chunk);
         }
         let next = chunk + size;

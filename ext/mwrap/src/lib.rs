@@ -5,14 +5,15 @@
 //! One file per Ruby class or module: `mwrap_module` (`Mwrap`'s functions),
 //! `source_location` (`Mwrap[]` and `Mwrap::SourceLocation`), `quiet`
 //! (`Mwrap.quiet`), `heap_page_body` (`Mwrap::HeapPageBody`), `stacks`
-//! (`Mwrap.each_stack`, `Mwrap.app_root`), `leaks` (`Mwrap.leaks`);
-//! `args` holds
-//! the argument checks and exception lookups they share.
+//! (`Mwrap.each_stack`, `Mwrap.app_root`), `iseq_memory`
+//! (`Mwrap.iseq_memory`), `leaks` (`Mwrap.leaks`); `args` holds the
+//! argument checks and exception lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
 
 mod args;
 mod heap_page_body;
+mod iseq_memory;
 mod leaks;
 mod mwrap_module;
 mod preload;
@@ -36,6 +37,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     quiet::init(ruby)?;
     source_location::init(ruby)?;
     heap_page_body::init(ruby)?;
+    iseq_memory::init(ruby)?;
     stacks::init(ruby)?;
     leaks::init(ruby)?;
     Ok(())
