@@ -570,7 +570,7 @@ fn scan_root(
             let next_raw = marker.block_at_raw(gap_end).map(|b| b.raw);
             let word_at = |a: usize| {
                 // SAFETY: an aligned word inside this mapping.
-                (a >= lo && a + word <= hi && a % word == 0)
+                (a >= lo && a + word <= hi && a.is_multiple_of(word))
                     .then(|| unsafe { *(a as *const usize) })
             };
             let mut stretches = 0u64;
@@ -896,10 +896,14 @@ mod tests {
     }
 
     #[test]
+    fn the_allocator_of_tests_is_glibc() {
+        assert!(allocator_is_glibc());
+    }
+
+    #[test]
     fn own_segments_cover_our_statics() {
         static PROBE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
         let own = OwnSegments::find();
-        let glibc = allocator_is_glibc();
         let at = &PROBE as *const _ as usize;
         assert!(own.segments[..own.count]
             .iter()
