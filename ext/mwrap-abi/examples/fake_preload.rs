@@ -468,6 +468,11 @@ unsafe extern "C" fn app_root(sink: BytesSink, ctx: *mut c_void) {
     }
 }
 
+/// The fake knows no threads: the extension falls back to what smaps shows.
+unsafe extern "C" fn thread_stacks(_out: *mut u64, _cap: usize) -> usize {
+    0
+}
+
 static mut API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
     struct_size: core::mem::size_of::<PreloadApi>() as u32,
@@ -490,6 +495,7 @@ static mut API: PreloadApi = PreloadApi {
     recording,
     set_app_root,
     app_root,
+    thread_stacks,
 };
 
 #[no_mangle]

@@ -18,7 +18,7 @@ use core::ffi::c_void;
 
 /// Version of [`PreloadApi`]. Both libraries are built from one tree, so a
 /// mismatch means a stale preload library is first in `LD_PRELOAD`.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Name of the exported function returning `*const PreloadApi`.
 pub const PRELOAD_API_SYMBOL: &[u8] = b"mwrap_preload_api\0";
@@ -287,6 +287,11 @@ pub struct PreloadApi {
     /// Calls `sink` with the application root (absolute), or not at all
     /// when there is none.
     pub app_root: unsafe extern "C" fn(sink: BytesSink, ctx: *mut c_void),
+    /// Writes, for up to `cap` live threads that used the profiler, an
+    /// address inside that thread's stack (taken when it first did) to
+    /// `out`; returns how many live threads have one, which may exceed
+    /// `cap` (call again with more room). Allocates nothing.
+    pub thread_stacks: unsafe extern "C" fn(out: *mut u64, cap: usize) -> usize,
 }
 
 #[cfg(test)]
@@ -305,7 +310,8 @@ mod tests {
         assert_eq!(size_of::<SiteFilter>(), 24);
         assert_eq!(size_of::<HeapPageStats>(), 8 + 2 * 40 + 8);
         assert_eq!(offset_of!(PreloadApi, sites), 8);
-        assert_eq!(size_of::<PreloadApi>(), 8 + 19 * 8);
+        assert_eq!(size_of::<PreloadApi>(), 8 + 20 * 8);
+        assert_eq!(offset_of!(PreloadApi, thread_stacks), 8 + 19 * 8);
         assert_eq!(size_of::<StackRow>(), 72 + 16 + 48 + 32);
     }
 }
