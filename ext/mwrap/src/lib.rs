@@ -5,13 +5,18 @@
 //! One file per Ruby class or module: `mwrap_module` (`Mwrap`'s functions),
 //! `source_location` (`Mwrap[]` and `Mwrap::SourceLocation`), `quiet`
 //! (`Mwrap.quiet`), `heap_page_body` (`Mwrap::HeapPageBody`), `stacks`
-//! (`Mwrap.each_stack`, `Mwrap.app_root`); `args` holds
-//! the argument checks and exception lookups they share.
+//! (`Mwrap.each_stack`, `Mwrap.app_root`), `memory_breakdown`
+//! (`Mwrap.memory_breakdown`, `memory_report`, `trim`, over `memory_map`
+//! and `malloc_stats`); `args` holds the argument checks and exception
+//! lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
 
 mod args;
 mod heap_page_body;
+mod malloc_stats;
+mod memory_breakdown;
+mod memory_map;
 mod mwrap_module;
 mod preload;
 mod quiet;
@@ -35,5 +40,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     source_location::init(ruby)?;
     heap_page_body::init(ruby)?;
     stacks::init(ruby)?;
+    memory_breakdown::init(ruby)?;
     Ok(())
 }
