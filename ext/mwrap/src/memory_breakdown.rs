@@ -375,12 +375,15 @@ fn human(bytes: i128) -> String {
     }
 }
 
-/// The report's text (see `memory_report`).
+/// The report's text (see `memory_report`): a header line, one line per
+/// part whose columns (label, bytes, human units, percent of RSS) are
+/// separated by at least two spaces and hold none, so that the Rack page
+/// can split them; then perhaps the advice line.
 fn report(b: &Breakdown) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<18} {:>14} {:>12} {:>8}\n",
-        "part", "bytes", "", "% of rss"
+        "{:<20}  {:>14}  {:>11}  {:>8}\n",
+        "part", "bytes", "human", "% of rss"
     ));
     for (name, value) in rows(b) {
         let label = match name {
@@ -391,7 +394,7 @@ fn report(b: &Breakdown) -> String {
             other => other,
         };
         let Some(value) = value else {
-            out.push_str(&format!("{label:<18} {:>14}\n", "unknown"));
+            out.push_str(&format!("{label:<20}  {:>14}\n", "unknown"));
             continue;
         };
         let percent = match b.rss {
@@ -399,7 +402,7 @@ fn report(b: &Breakdown) -> String {
             _ => String::new(),
         };
         out.push_str(&format!(
-            "{label:<18} {value:>14} {:>12} {percent:>8}\n",
+            "{label:<20}  {value:>14}  {:>11}  {percent:>8}\n",
             human(value)
         ));
     }
@@ -460,6 +463,31 @@ mod tests {
         b.malloc_free_held = Some(101);
         assert!(b.advise());
         assert!(report(&b).contains("MALLOC_ARENA_MAX"));
+    }
+
+    #[test]
+    fn report_columns_split_on_two_spaces() {
+        let b = Breakdown {
+            rss: Some(123_456_789_012),
+            malloc_not_resident: Some(1023 * 1024 + 1000),
+            unexplained: Some(-1_000_000),
+            ..Default::default()
+        };
+        let text = report(&b);
+        let cells =
+            |line: &str| -> usize { line.trim().split("  ").filter(|c| !c.is_empty()).count() };
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 13);
+        assert_eq!(cells(lines[0]), 4);
+        assert!(lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("not resident") && cells(l) == 4));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("malloc_in_use") && cells(l) == 2));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("unexplained") && l.contains("-976.6 KiB")));
     }
 
     #[test]
