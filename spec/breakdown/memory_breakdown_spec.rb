@@ -198,6 +198,33 @@ RSpec.describe "Mwrap.memory_breakdown" do
     end
   end
 
+  context "without /proc (a tmpfs mounted over it, in a mount namespace of its own)" do
+    it "reports nil for the parts that come from /proc, and raises nothing" do
+      unshare = which("unshare")
+      skip "no unshare(1)" unless unshare
+      probe = capture({}, unshare, "--mount", "--map-root-user", "true")
+      skip "no user namespaces here: #{probe.stderr.strip}" unless probe.success?
+      code = MwrapApiHelpers::SHOW + <<~'RUBY'
+        require "mwrap"
+        show :breakdown, Mwrap.memory_breakdown
+        show :report, Mwrap.memory_report
+        show :trim, Mwrap.trim
+      RUBY
+      Dir.mktmpdir("mwrap-breakdown") do |dir|
+        File.write(File.join(dir, "script.rb"), code)
+        env, cmd = ruby_command([File.join(dir, "script.rb")])
+        r = capture(env, unshare, "--mount", "--map-root-user", "sh", "-c",
+                    'mount -t tmpfs none /proc && exec "$@"', "sh", *cmd)
+        expect(r).to be_success, r.describe
+        v = values(r.stdout)
+        from_proc = %i[rss anon_rss file_rss malloc_not_resident thread_stacks mmap_other unexplained]
+        expect_shape(v[:breakdown], nil_parts: from_proc + %i[iseq])
+        expect(v[:report]).to include("rss                          unknown")
+        expect(v[:trim]).to be_nil
+      end
+    end
+  end
+
   context "without the preload" do
     it "knows no tracked parts, and the rest adds up with glibc's own in-use total" do
       v = run_program(MemoryBreakdownPrograms::MIXED, preload: nil)

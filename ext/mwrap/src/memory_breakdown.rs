@@ -401,10 +401,12 @@ fn report(b: &Breakdown) -> String {
             Some(rss) if rss > 0 => format!("{:.1} %", value as f64 * 100.0 / rss as f64),
             _ => String::new(),
         };
-        out.push_str(&format!(
-            "{label:<20}  {value:>14}  {:>11}  {percent:>8}\n",
+        let line = format!(
+            "{label:<20}  {value:>14}  {:>11}  {percent:>8}",
             human(value)
-        ));
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     if b.advise() {
         let free = b.malloc_free_held.unwrap_or(0);
@@ -428,14 +430,15 @@ fn memory_report(ruby: &Ruby) -> Result<String, Error> {
 /// `Mwrap.trim`: has the allocator give free memory back (glibc
 /// `malloc_trim(0)`, jemalloc's purge of every arena) and returns the RSS
 /// bytes that released (never negative); nil when jemalloc refused the
-/// purge or RSS cannot be read.
+/// purge or RSS cannot be read (having trimmed all the same).
 fn trim() -> Option<u64> {
-    let before = memory_map::rollup()?.rss;
+    // Trims even when RSS cannot be read: the memory still goes back.
+    let before = memory_map::rollup().map(|r| r.rss);
     if !malloc_stats::give_back_free_memory() {
         return None;
     }
     let after = memory_map::rollup()?.rss;
-    Some(before.saturating_sub(after))
+    Some(before?.saturating_sub(after))
 }
 
 #[cfg(test)]
