@@ -118,6 +118,11 @@ RSpec.describe "Mwrap.memory_breakdown" do
     expect(breakdown[:unexplained].abs).to be <= 0.05 * breakdown[:rss],
                                            "unexplained #{percent(breakdown[:unexplained], breakdown)} % of RSS: #{breakdown}"
     expect(breakdown[:anon_rss] + breakdown[:file_rss]).to eq(breakdown[:rss])
+    return unless breakdown[:malloc_not_resident]
+
+    # Each anonymous page is in one part: what is left is the malloc parts
+    # counting bytes that are not resident.
+    expect(breakdown[:unexplained] + breakdown[:malloc_not_resident]).to be_within(0.01 * breakdown[:rss]).of(0)
   end
 
   # The report names every part and has the advice line exactly when
@@ -198,6 +203,27 @@ RSpec.describe "Mwrap.memory_breakdown" do
     end
   end
 
+  it "sums Mwrap.iseq_memory's bytes when it is defined, for information (not summed)" do
+    code = MwrapApiHelpers::SHOW + <<~'RUBY'
+      require "mwrap"
+      show :undefined, Mwrap.memory_breakdown[:iseq]
+      module Mwrap
+        def self.iseq_memory = { bytes: 4096, count: 3 }
+      end
+      show :bytes, Mwrap.memory_breakdown[:iseq]
+      module Mwrap
+        def self.iseq_memory = { "a.rb" => 100, "b.rb" => 200 }
+      end
+      show :by_file, Mwrap.memory_breakdown[:iseq]
+      show :report, Mwrap.memory_report
+    RUBY
+    v = run_program(code, preload: nil)
+    expect(v[:undefined]).to be_nil
+    expect(v[:bytes]).to eq(4096)
+    expect(v[:by_file]).to eq(300)
+    expect(v[:report]).to match(/^  iseq \(in malloc\) +300 +300 B/)
+  end
+
   context "without /proc (a tmpfs mounted over it, in a mount namespace of its own)" do
     it "reports nil for the parts that come from /proc, and raises nothing" do
       unshare = which("unshare")
@@ -238,6 +264,7 @@ RSpec.describe "Mwrap.memory_breakdown" do
       # unexplained is RSS minus the known parts and mallinfo2's in-use
       # total, which stands in for malloc_in_use + malloc_overhead.
       expect(after[:unexplained].abs).to be <= 0.05 * after[:rss], after.to_s
+      expect(after[:unexplained] + after[:malloc_not_resident]).to be_within(0.01 * after[:rss]).of(0)
       expect(run_program(MemoryBreakdownPrograms::TRIM, preload: nil)[:again]).to be_a(Integer).and be >= 0
     end
   end
