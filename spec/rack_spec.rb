@@ -115,6 +115,27 @@ RSpec.describe Mwrap::RackApp do
       expect(post.headers["allow"]).to eq("GET, HEAD")
     end
 
+    it "shows Mwrap.memory_report as a table on /breakdown, linked from the index, with a trim button" do
+      expect(request.get("/").body).to include('href="/breakdown"')
+      res = request.get("/breakdown")
+      expect(res.status).to eq(200)
+      expect(res.headers["cache-control"]).to eq("no-cache")
+      rows = res.body.scan(%r{<tr[^>]*>(.*?)</tr>}m).map { |(r)| r.scan(%r{<t[dh]>(.*?)</t[dh]>}m).flatten }
+      expect(rows.first).to eq(["part", "bytes", "human", "% of rss"])
+      by_part = rows.drop(1).to_h { |r| [r.first, r.drop(1)] }
+      expect(by_part.keys).to include("rss", "file_rss", "malloc_in_use", "malloc_free_held", "ruby_heap",
+                                      "thread_stacks", "mmap_other", "unexplained")
+      expect(by_part["rss"][0]).to match(/\A\d+\z/)
+      expect(by_part["rss"][2]).to eq("100.0 %")
+      expect(by_part["malloc_in_use"]).to eq(["unknown"]) # no preload here
+      expect(res.body).to include('<form method="post" action="/trim">')
+      trimmed = request.post("/trim")
+      expect(trimmed.status).to eq(200)
+      expect(trimmed.body).to match(/Mwrap\.trim gave \d+ bytes of RSS back/)
+      expect(request.get("/trim").status).to eq(405)
+      expect(request.get("/trim").headers["allow"]).to eq("POST")
+    end
+
     it "shows heap page statistics and GC.stat" do
       res = request.get("/heap_pages")
       expect(res.status).to eq(200)
@@ -125,6 +146,30 @@ RSpec.describe Mwrap::RackApp do
 
   context "under the real preload" do
     before { require_preload! }
+
+    it "shows the breakdown of a process holding much free memory, with the advice line" do
+      Dir.mktmpdir do |dir|
+        code = MwrapApiHelpers::SHOW + <<~'RUBY'
+          require "rack"
+          require "rack/mock"
+          require "rack/lint"
+          require "mwrap/rack"
+          require "fiddle"
+          ptrs = Array.new(50_000) { Fiddle.malloc(1024) }
+          (0...ptrs.size).step(2) { |i| Fiddle.free(ptrs[i]) }
+          res = Rack::MockRequest.new(Rack::Lint.new(Mwrap::RackApp.new)).get("/breakdown")
+          show :page, [res.status, res.body]
+        RUBY
+        _, out = run_api(code, dir: dir)
+        status, body = values(out)[:page]
+        expect(status).to eq(200)
+        rows = body.scan(%r{<tr[^>]*>(.*?)</tr>}m).map { |(r)| r.scan(%r{<t[dh]>(.*?)</t[dh]>}m).flatten }
+        by_part = rows.drop(1).to_h { |r| [r.first, r.drop(1)] }
+        expect(Integer(by_part["malloc_in_use"][0])).to be > 25_000_000
+        expect(Integer(by_part["malloc_free_held"][0])).to be > 20_000_000
+        expect(body).to match(%r{<p>advice: .*MALLOC_ARENA_MAX.*Mwrap\.trim.*jemalloc.*</p>})
+      end
+    end
 
     # A script file whose name needs escaping in HTML and in URLs.
     let(:odd_name) { "a<b>&c d+e%.rb" }

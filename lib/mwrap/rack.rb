@@ -24,9 +24,13 @@ module Mwrap
   #   Mwrap[LOCATION] is nil.
   # * <tt>/heap_pages</tt> — Mwrap::HeapPageBody.stat, a few GC.stat
   #   values and every live heap page.
+  # * <tt>/breakdown</tt> — Mwrap.memory_report as a table: where the
+  #   resident memory is, part by part, and its advice line; with a
+  #   "trim" button, a POST to <tt>/trim</tt>, which runs Mwrap.trim and
+  #   shows the page again with what it gave back.
   #
   # A malformed MIN or an unknown sort column is a 400 naming it; any other
-  # path is a 404. Every page is built as one String inside Mwrap.quiet (so
+  # path is a 404. POST is allowed on <tt>/trim</tt> only. Every page is built as one String inside Mwrap.quiet (so
   # serving it records nothing), HTML-escaped, with Cache-Control: no-cache.
   # It depends on no Rack code and works with Rack 2 and 3.
   #
@@ -45,6 +49,9 @@ module Mwrap
 
     def call(env)
       method = env["REQUEST_METHOD"]
+      if method == "POST" && env["PATH_INFO"].to_s == "/trim"
+        return Mwrap.quiet { breakdown(env["SCRIPT_NAME"].to_s, trimmed: Mwrap.trim) }
+      end
       unless method == "GET" || method == "HEAD"
         return Mwrap.quiet do
           error(405, "method #{method.inspect} is not allowed (GET or HEAD only)", "allow" => "GET, HEAD")
@@ -66,6 +73,8 @@ module Mwrap
       when %r{\A/each/([^/]*)\z} then each_page(base, Regexp.last_match(1), env["QUERY_STRING"].to_s)
       when %r{\A/at/(.+)\z}m then at_page(base, location_from(env, Regexp.last_match(1)))
       when "/heap_pages" then heap_pages
+      when "/breakdown" then breakdown(base)
+      when "/trim" then error(405, "/trim takes a POST (the button on /breakdown)", "allow" => "POST")
       else error(404, "not found: #{path.inspect}")
       end
     end
@@ -76,6 +85,7 @@ module Mwrap
         <li><a href="#{h(base)}/each/0">every location</a></li>
         <li><a href="#{h(base)}/each/1048576">locations above 1 MiB</a></li>
         <li><a href="#{h(base)}/heap_pages">heap pages</a></li>
+        <li><a href="#{h(base)}/breakdown">memory breakdown</a></li>
         </ul>
         <p>preloaded: #{Mwrap.preloaded?}</p>
       HTML
@@ -170,6 +180,35 @@ module Mwrap
         <table>
         <tr><th>address</th><th>generation</th></tr>
         #{rows}</table>
+      HTML
+    end
+
+    # Mwrap.memory_report's lines as table rows: its columns are separated
+    # by two spaces or more. Rows of parts that are part of another (or
+    # shown for information) are indented in the report, and here.
+    def breakdown(base, trimmed: :none)
+      header, *lines = Mwrap.memory_report.lines(chomp: true)
+      advice = lines.select { |l| l.start_with?("advice:") }
+      rows = +""
+      (lines - advice).each do |line|
+        cells = line.strip.split(/ {2,}/)
+        cls = line.start_with?(" ") ? ' class="sub"' : ""
+        rows << "<tr#{cls}>" << cells.map { |c| "<td>#{h(c)}</td>" }.join << "</tr>\n"
+      end
+      done = case trimmed
+             when :none then ""
+             when nil then "<p>Mwrap.trim: the allocator gave nothing back (jemalloc refused to purge).</p>\n"
+             else "<p>Mwrap.trim gave #{trimmed} bytes of RSS back.</p>\n"
+             end
+      page("memory breakdown", <<~HTML)
+        #{done}<table>
+        <tr>#{header.strip.split(/ {2,}/).map { |c| "<th>#{h(c)}</th>" }.join}</tr>
+        #{rows}</table>
+        #{advice.map { |a| "<p>#{h(a)}</p>" }.join("\n")}
+        <form method="post" action="#{h(base)}/trim"><button type="submit">trim (Mwrap.trim)</button></form>
+        <p>Page-level parts are resident pages (smaps, mincore); the malloc parts are the allocator's byte
+        counts. Indented rows are part of another or for information, not summed.
+        <a href="#{h(base)}/">index</a></p>
       HTML
     end
 

@@ -483,6 +483,11 @@ unsafe extern "C" fn leak_scan_finish(
     STATUS_SCAN_FAILED
 }
 
+/// The fake knows no threads: the extension falls back to what smaps shows.
+unsafe extern "C" fn thread_stacks(_out: *mut u64, _cap: usize) -> usize {
+    0
+}
+
 static mut API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
     struct_size: core::mem::size_of::<PreloadApi>() as u32,
@@ -507,6 +512,7 @@ static mut API: PreloadApi = PreloadApi {
     app_root,
     leak_scan_begin,
     leak_scan_finish,
+    thread_stacks,
 };
 
 #[no_mangle]

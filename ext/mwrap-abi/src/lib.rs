@@ -357,6 +357,11 @@ pub struct PreloadApi {
         sink: LeakRowSink,
         ctx: *mut c_void,
     ) -> i32,
+    /// Writes, for up to `cap` live threads that used the profiler, an
+    /// address inside that thread's stack (taken when it first did) to
+    /// `out`; returns how many live threads have one, which may exceed
+    /// `cap` (call again with more room). Allocates nothing.
+    pub thread_stacks: unsafe extern "C" fn(out: *mut u64, cap: usize) -> usize,
 }
 
 #[cfg(test)]
@@ -375,7 +380,8 @@ mod tests {
         assert_eq!(size_of::<SiteFilter>(), 24);
         assert_eq!(size_of::<HeapPageStats>(), 8 + 2 * 40 + 8);
         assert_eq!(offset_of!(PreloadApi, sites), 8);
-        assert_eq!(size_of::<PreloadApi>(), 8 + 21 * 8);
+        assert_eq!(size_of::<PreloadApi>(), 8 + 22 * 8);
+        assert_eq!(offset_of!(PreloadApi, thread_stacks), 8 + 21 * 8);
         assert_eq!(size_of::<LeakSummary>(), 9 * 8);
         assert_eq!(size_of::<LeakRow>(), 40);
         assert_eq!(size_of::<StackRow>(), 72 + 16 + 48 + 32);

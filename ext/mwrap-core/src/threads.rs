@@ -31,6 +31,9 @@ pub struct ThreadRecord<R> {
     tid: AtomicU32,
     /// 1 + this record's index: the thread's id for the fork gate.
     id: AtomicU32,
+    /// An address inside the owner's stack (a local of the claim), so that
+    /// a reader can find the stack's mapping; 0 when free.
+    stack: AtomicUsize,
     pub slot: LockSlot,
     data: UnsafeCell<R>,
 }
@@ -133,6 +136,11 @@ impl<R: ZeroInit> ThreadRegistry<R> {
         // SAFETY: the record is ours now; zero bytes are a valid `R`.
         unsafe { core::ptr::write_bytes(r.data.get(), 0, 1) };
         r.id.store(i as u32 + 1, Ordering::Relaxed);
+        // One store on the (cold) claim path: any address inside this
+        // thread's stack names its mapping.
+        let on_stack = 0u8;
+        let here = core::hint::black_box(&on_stack) as *const u8 as usize;
+        r.stack.store(here, Ordering::Relaxed);
         r.slot.bind(self.gate, i as u32 + 1);
         Some(r)
     }
@@ -141,6 +149,19 @@ impl<R: ZeroInit> ThreadRegistry<R> {
     pub fn claimed(&self) -> impl Iterator<Item = &ThreadRecord<R>> {
         let high = self.high.load(Ordering::Acquire);
         (0..high).filter_map(|i| self.records.get(i).filter(|r| r.tid() != 0))
+    }
+
+    /// Calls `f` with an address inside the stack of every thread that
+    /// holds a record and still exists (records of exited threads wait to
+    /// be taken over, so each is checked). Read side only: one syscall per
+    /// record.
+    pub fn live_stacks(&self, mut f: impl FnMut(usize)) {
+        for r in self.claimed() {
+            let stack = r.stack.load(Ordering::Relaxed);
+            if stack != 0 && thread_alive(r.tid()) {
+                f(stack);
+            }
+        }
     }
 
     /// Gives the record up (the thread will not use the profiler again).
@@ -227,6 +248,44 @@ mod tests {
         assert_eq!(reg.claimed().count(), 1);
         assert_eq!(reg.claimed().next().unwrap().id(), mine.id());
         assert_eq!(mine.tid(), 424242);
+    }
+
+    #[test]
+    fn live_stacks_name_each_live_threads_own_stack() {
+        let reg: &'static ThreadRegistry<Data> =
+            Box::leak(Box::new(ThreadRegistry::new(&TEST_GATE)));
+        let local = 0u8;
+        let mine = &local as *const u8 as usize;
+        reg.claim(current_tid()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let local = 0u8;
+            reg.claim(current_tid()).unwrap();
+            tx.send(&local as *const u8 as usize).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let theirs = rx.recv().unwrap();
+        let mut seen = Vec::new();
+        reg.live_stacks(|a| seen.push(a));
+        assert_eq!(seen.len(), 2);
+        // Each address lies within a megabyte of a local of its thread.
+        let near = |a: usize, b: usize| a.abs_diff(b) < 1 << 20;
+        assert!(seen.iter().any(|&a| near(a, mine)));
+        assert!(seen.iter().any(|&a| near(a, theirs)));
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+        let mut gone = false;
+        for _ in 0..1000 {
+            let mut n = 0;
+            reg.live_stacks(|_| n += 1);
+            if n == 1 {
+                gone = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        assert!(gone, "an exited thread's stack is still listed");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use mwrap_core::SiteKey;
 use crate::names::Symbols;
 use crate::per_thread::{self, lock_cx};
 use crate::ruby;
-use crate::state::{current_generation, CONFIG, HEAP, SITES, STACKS};
+use crate::state::{current_generation, CONFIG, HEAP, SITES, STACKS, THREADS};
 
 pub static API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
@@ -47,6 +47,7 @@ pub static API: PreloadApi = PreloadApi {
     app_root,
     leak_scan_begin,
     leak_scan_finish,
+    thread_stacks,
 };
 
 /// Runs `f` with this thread's lock context and the recursion guard held;
@@ -489,4 +490,16 @@ unsafe extern "C" fn leak_scan_finish(
         unsafe { sink(ctx, batch.as_ptr(), batch.len()) };
     }
     STATUS_OK
+}
+
+unsafe extern "C" fn thread_stacks(out: *mut u64, cap: usize) -> usize {
+    let mut live = 0;
+    THREADS.live_stacks(|address| {
+        if live < cap && !out.is_null() {
+            // SAFETY: the extension passes room for `cap` u64s.
+            unsafe { out.add(live).write(address as u64) };
+        }
+        live += 1;
+    });
+    live
 }

@@ -6,8 +6,10 @@
 //! `source_location` (`Mwrap[]` and `Mwrap::SourceLocation`), `quiet`
 //! (`Mwrap.quiet`), `heap_page_body` (`Mwrap::HeapPageBody`), `stacks`
 //! (`Mwrap.each_stack`, `Mwrap.app_root`), `iseq_memory`
-//! (`Mwrap.iseq_memory`), `leaks` (`Mwrap.leaks`); `args` holds the
-//! argument checks and exception lookups they share.
+//! (`Mwrap.iseq_memory`), `leaks` (`Mwrap.leaks`), `memory_breakdown`
+//! (`Mwrap.memory_breakdown`, `memory_report`, `trim`, over `memory_map`
+//! and `malloc_stats`); `args` holds the argument checks and exception
+//! lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
 
@@ -15,6 +17,9 @@ mod args;
 mod heap_page_body;
 mod iseq_memory;
 mod leaks;
+mod malloc_stats;
+mod memory_breakdown;
+mod memory_map;
 mod mwrap_module;
 mod preload;
 mod quiet;
@@ -40,5 +45,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     iseq_memory::init(ruby)?;
     stacks::init(ruby)?;
     leaks::init(ruby)?;
+    memory_breakdown::init(ruby)?;
     Ok(())
 }

@@ -443,6 +443,21 @@ impl Preload {
         unsafe { (self.api.current_generation)() }
     }
 
+    /// An address inside the stack of every live thread that used the
+    /// profiler (see `PreloadApi::thread_stacks`).
+    pub fn thread_stacks(self) -> Vec<usize> {
+        let mut room: Vec<u64> = vec![0; 64];
+        loop {
+            // SAFETY: `room` has space for `room.len()` u64s.
+            let live = unsafe { (self.api.thread_stacks)(room.as_mut_ptr(), room.len()) };
+            if live <= room.len() {
+                return room[..live].iter().map(|&a| a as usize).collect();
+            }
+            // Threads started meanwhile: ask again with room for them.
+            room.resize(live + 16, 0);
+        }
+    }
+
     /// Lets the preload find Ruby's symbols if libruby was loaded after it
     /// initialised (an embedding program that dlopens libruby).
     pub fn attach_ruby(self) {
