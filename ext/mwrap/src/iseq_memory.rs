@@ -91,17 +91,7 @@ fn iseq_memory(ruby: &Ruby, args: &[Value]) -> Result<RHash, Error> {
     let parsed = scan_args::<(), (Option<Value>,), (), (), (), ()>(args)?;
     let (min,) = parsed.optional;
     let min = byte_count(ruby, "min", min)?;
-    check_imemo_layout(ruby)?;
-    let walk = {
-        // Our own copies (the groups) are not the program's memory.
-        let _quiet = preload::get().map(|p| p.quiet());
-        let mut walk = Walk::default();
-        // SAFETY: called with the GVL held (a normal method). The callback
-        // allocates no Ruby object and does not raise; `walk` outlives the
-        // call, and only the callback touches it meanwhile.
-        unsafe { rb_objspace_each_objects(each_slot_range, (&raw mut walk).cast()) };
-        walk
-    };
+    let walk = walk_heap(ruby)?;
     let hash = ruby.hash_new();
     for (key, group) in walk.groups {
         if group.bytes <= min {
@@ -113,6 +103,25 @@ fn iseq_memory(ruby: &Ruby, args: &[Value]) -> Result<RHash, Error> {
         hash.aset(location_string(ruby, &key), row)?;
     }
     Ok(hash)
+}
+
+/// Bytes of every live, fully built iseq (`Mwrap.memory_breakdown`'s
+/// `:iseq`).
+pub fn total_bytes(ruby: &Ruby) -> Result<u64, Error> {
+    Ok(walk_heap(ruby)?.groups.values().map(|g| g.bytes).sum())
+}
+
+/// One walk over Ruby's heap, grouping iseqs by path and first line.
+fn walk_heap(ruby: &Ruby) -> Result<Walk, Error> {
+    check_imemo_layout(ruby)?;
+    // Our own copies (the groups) are not the program's memory.
+    let _quiet = preload::get().map(|p| p.quiet());
+    let mut walk = Walk::default();
+    // SAFETY: called with the GVL held (a normal method). The callback
+    // allocates no Ruby object and does not raise; `walk` outlives the
+    // call, and only the callback touches it meanwhile.
+    unsafe { rb_objspace_each_objects(each_slot_range, (&raw mut walk).cast()) };
+    Ok(walk)
 }
 
 /// Refuses to walk when this libruby's imemo type `IMEMO_ISEQ` is not iseq

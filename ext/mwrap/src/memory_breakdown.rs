@@ -8,7 +8,7 @@
 //! `iseq`. `unexplained` is RSS minus the parts, measured apart (never
 //! defined so as to make it 0): what the two kinds disagree on shows there.
 
-use magnus::{function, prelude::*, Error, Integer, RArray, RHash, RModule, Ruby, Value};
+use magnus::{function, prelude::*, Error, Integer, RHash, RModule, Ruby, Value};
 use mwrap_abi::SiteFilter;
 
 use crate::malloc_stats::{self, Allocator};
@@ -39,7 +39,9 @@ struct Breakdown {
     malloc_free_held: Option<u64>,
     /// Of the three malloc parts (byte-level), what is not resident:
     /// glibc's arenas and mmapped chunks minus their resident pages.
-    /// Not summed: it tells why `unexplained` is negative.
+    /// Not summed; taken out of `malloc_free_held` (see `breakdown`),
+    /// what exceeds it (untouched parts of in-use blocks) shows as a
+    /// negative `unexplained`.
     malloc_not_resident: Option<u64>,
     ruby_heap: Option<u64>,
     iseq: Option<u64>,
@@ -137,40 +139,10 @@ fn estimated_heap_pages(ruby: &Ruby) -> Result<Option<u64>, Error> {
     })
 }
 
-/// `Mwrap.iseq_memory`'s bytes when another part of mwrap defines it: its
-/// result's `:bytes` when it is a Hash with one, else the sum of its
-/// Integers (over a Hash's values or an Array's elements).
+/// `Mwrap.iseq_memory`'s bytes in all (one walk of Ruby's heap); None
+/// on a Ruby whose iseq layout the walk refuses.
 fn iseq_bytes(ruby: &Ruby) -> Result<Option<u64>, Error> {
-    let module: RModule = ruby.class_object().const_get("Mwrap")?;
-    if !module.respond_to("iseq_memory", false)? {
-        return Ok(None);
-    }
-    let result: Value = module.funcall("iseq_memory", ())?;
-    Ok(sum_bytes(ruby, result, 0))
-}
-
-fn sum_bytes(ruby: &Ruby, value: Value, depth: u32) -> Option<u64> {
-    if let Some(int) = Integer::from_value(value) {
-        return int.to_u64().ok();
-    }
-    if depth > 3 {
-        return None;
-    }
-    if let Some(hash) = RHash::from_value(value) {
-        if let Some(bytes) = hash.get(ruby.to_symbol("bytes")) {
-            return sum_bytes(ruby, bytes, depth + 1);
-        }
-        let values: RArray = hash.funcall("values", ()).ok()?;
-        return sum_bytes(ruby, values.as_value(), depth + 1);
-    }
-    let array = RArray::from_value(value)?;
-    let mut total = None;
-    for item in array.into_iter() {
-        if let Some(n) = sum_bytes(ruby, item, depth + 1) {
-            total = Some(total.unwrap_or(0) + n);
-        }
-    }
-    total
+    Ok(crate::iseq_memory::total_bytes(ruby).ok())
 }
 
 /// Resident bytes of the stacks, and of the anonymous memory left over,
@@ -316,6 +288,12 @@ fn measure(ruby: &Ruby) -> Result<Breakdown, Error> {
         }
         other
     });
+    // glibc counts trimmed and never-touched free memory (a trimmed page
+    // stays inside a free chunk, the top chunk's tail was never written)
+    // as free: held in RSS is only what of it is resident.
+    if let (Some(free), Some(absent)) = (b.malloc_free_held, b.malloc_not_resident) {
+        b.malloc_free_held = Some(free.saturating_sub(absent));
+    }
     b.unexplained = b.rss.map(|rss| {
         (rss as i128 - b.summed_parts()).clamp(i64::MIN as i128, i64::MAX as i128) as i64
     });
