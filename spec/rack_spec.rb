@@ -171,6 +171,48 @@ RSpec.describe Mwrap::RackApp do
       end
     end
 
+    it "adds leaked_bytes and leaked_count to /each on demand (leaks=1), sorted by them, and only then scans" do
+      Dir.mktmpdir do |dir|
+        code = MwrapApiHelpers::SHOW + <<~'RUBY'
+          require "rack"
+          require "rack/mock"
+          require "rack/lint"
+          require "mwrap/rack"
+          require "fiddle"
+          ptrs = Array.new(2000)
+          Fiddle.free(Fiddle.malloc(512))
+          2000.times { |i| ptrs[i] = Fiddle.malloc(512) } # leak
+          request = Rack::MockRequest.new(Rack::Lint.new(Mwrap::RackApp.new))
+          plain = request.get("/each/0")
+          show :plain, [plain.status, plain.body, Mwrap.last_leak_scan]
+          res = request.get("/each/0?leaks=1&sort=leaked_bytes")
+          show :leaks, [res.status, res.body]
+          show :bad, request.get("/each/0?sort=leaked_bytes").body
+          show :index, request.get("/").body
+        RUBY
+        path, out = run_api(code, dir: dir)
+        v = values(out)
+        status, body, scan = v[:plain]
+        expect(status).to eq(200)
+        expect(scan).to be_nil # a plain view scans nothing
+        expect(body).not_to include("<th>leaked_bytes")
+        expect(body).to include('href="/each/0?leaks=1&amp;sort=leaked_bytes">add leaked bytes</a>')
+        status, body = v[:leaks]
+        expect(status).to eq(200)
+        header = body[%r{<tr>(<th>.*?)</tr>}m, 1].scan(%r{<th>(?:<a [^>]*>)?([a-z_]+)}).flatten
+        expect(header).to eq(%w[total allocations frees mean_life max_life leaked_bytes leaked_count location])
+        expect(body).to include('<a href="/each/0?leaks=1&amp;sort=total">total</a>')
+        expect(body).to match(/Leak scan: \d+ of \d+ live blocks \(\d+ of \d+ bytes\) are reached by no pointer/)
+        first = body.scan(%r{<tr><td>.*?</tr>}m).first.scan(%r{<td>(.*?)</td>}m).flatten
+        expect(first.last).to include(CGI.escapeHTML("#{path}:#{line_of(code, "# leak")}"))
+        expect(Integer(first[6])).to be_between(1900, 2000) # leaked_count
+        expect(Integer(first[5])).to eq(Integer(first[6]) * 512)
+        expect(v[:bad]).to include("bad sort column &quot;leaked_bytes&quot;")
+        expect(v[:bad]).to include("leaked_bytes and leaked_count come with leaks=1")
+        expect(v[:index]).to include('href="/each/0?leaks=1&amp;sort=leaked_bytes">leaked memory</a>')
+      end
+    end
+
     # A script file whose name needs escaping in HTML and in URLs.
     let(:odd_name) { "a<b>&c d+e%.rb" }
 

@@ -18,7 +18,10 @@ module Mwrap
   # * <tt>/each/MIN?sort=COLUMN</tt> — every location whose total is above
   #   MIN bytes: total, allocations, frees, mean_life, max_life, location;
   #   sorted by COLUMN (default total; numbers largest first, locations
-  #   A–Z). Each location links to its <tt>/at/</tt> page.
+  #   A–Z). Each location links to its <tt>/at/</tt> page. With
+  #   <tt>leaks=1</tt> the page runs one Mwrap.leaks scan and adds the
+  #   leaked_bytes and leaked_count columns (a link, never on every view:
+  #   a scan copies the process).
   # * <tt>/at/LOCATION</tt> — one location (percent-encoded, "/" as %2F):
   #   its counters and its live allocations (size, generation); 404 when
   #   Mwrap[LOCATION] is nil.
@@ -38,6 +41,8 @@ module Mwrap
   class RackApp
     # Columns of /each, in order; the sort values allowed.
     COLUMNS = %w[total allocations frees mean_life max_life location].freeze
+    # Columns of /each?leaks=1.
+    LEAK_COLUMNS = %w[total allocations frees mean_life max_life leaked_bytes leaked_count location].freeze
     # GC.stat keys shown on /heap_pages (those this Ruby knows).
     GC_STAT_KEYS = %i[count heap_allocated_pages heap_live_slots heap_free_slots
                       total_allocated_pages total_freed_pages].freeze
@@ -86,6 +91,8 @@ module Mwrap
         <li><a href="#{h(base)}/each/1048576">locations above 1 MiB</a></li>
         <li><a href="#{h(base)}/heap_pages">heap pages</a></li>
         <li><a href="#{h(base)}/breakdown">memory breakdown</a></li>
+        <li><a href="#{h(base)}/each/0?leaks=1&amp;sort=leaked_bytes">leaked memory</a> (scans a copy of
+        the process: the link runs Mwrap.leaks)</li>
         </ul>
         <p>preloaded: #{Mwrap.preloaded?}</p>
       HTML
@@ -96,45 +103,86 @@ module Mwrap
         min_text.match?(/\A\d+\z/)
 
       min = Integer(min_text, 10)
-      sort = sort_column(query)
-      return sort if sort.is_a?(Array) # a 400 response
+      params = query_params(query)
+      return params if params.is_a?(Array) # a 400 response
 
+      leaks = params["leaks"] == "1"
+      columns = leaks ? LEAK_COLUMNS : COLUMNS
+      sort = params.fetch("sort", "total")
+      unless columns.include?(sort)
+        return error(400, "bad sort column #{sort.inspect}: expected one of #{columns.join(', ')}" \
+                          "#{leaks ? '' : ' (leaked_bytes and leaked_count come with leaks=1)'}")
+      end
+
+      leaked = {}
+      if leaks
+        begin
+          leaked = Mwrap.leaks
+        rescue Mwrap::Error => e
+          return error(503, e.message)
+        end
+      end
       rows = []
       Mwrap.each(min) do |loc, total, allocations, frees, age_total, max_life|
         mean_life = frees.zero? ? Float::INFINITY : age_total.fdiv(frees)
-        rows << [total, allocations, frees, mean_life, max_life, loc]
+        leaked_bytes, leaked_count = leaked.fetch(loc, [0, 0])
+        rows << { "total" => total, "allocations" => allocations, "frees" => frees, "mean_life" => mean_life,
+                  "max_life" => max_life, "leaked_bytes" => leaked_bytes, "leaked_count" => leaked_count,
+                  "location" => loc }
       end
-      col = COLUMNS.index(sort)
       if sort == "location"
-        rows.sort_by! { |r| r[col] }
+        rows.sort_by! { |r| r["location"] }
       else
-        rows.sort_by! { |r| [-r[col], r[5]] }
+        rows.sort_by! { |r| [-r[sort], r["location"]] }
       end
 
+      extra = leaks ? "leaks=1&amp;" : ""
       out = +"<p>#{rows.size} locations with a total above #{min} bytes; " \
-             "GC generation #{GC.count}. Click a column to sort by it.</p>\n<table>\n<tr>"
-      COLUMNS.each do |c|
-        out << (c == sort ? "<th>#{c}</th>" : %(<th><a href="#{h(base)}/each/#{min}?sort=#{c}">#{c}</a></th>))
+             "GC generation #{GC.count}. Click a column to sort by it.</p>\n"
+      out << if leaks
+               leak_summary
+             else
+               %(<p><a href="#{h(base)}/each/#{min}?leaks=1&amp;sort=leaked_bytes">add leaked bytes</a> ) +
+                 "(runs Mwrap.leaks: scans a copy of the process)</p>\n"
+             end
+      out << "<table>\n<tr>"
+      columns.each do |c|
+        out << (c == sort ? "<th>#{c}</th>" : %(<th><a href="#{h(base)}/each/#{min}?#{extra}sort=#{c}">#{c}</a></th>))
       end
       out << "</tr>\n"
-      rows.each do |total, allocations, frees, mean_life, max_life, loc|
+      rows.each do |r|
+        loc = r["location"]
         # Every byte but A-Z a-z 0-9 _ . ~ - percent-encoded, "/" too: one path segment.
         href = "#{base}/at/#{ERB::Util.url_encode(loc)}"
-        out << "<tr><td>#{total}</td><td>#{allocations}</td><td>#{frees}</td>" \
-               "<td>#{format_life(mean_life)}</td><td>#{max_life}</td>" \
-               "<td><a href=\"#{h(href)}\">#{h(loc)}</a></td></tr>\n"
+        out << "<tr>"
+        columns.each do |c|
+          out << case c
+                 when "location" then "<td><a href=\"#{h(href)}\">#{h(loc)}</a></td>"
+                 when "mean_life" then "<td>#{format_life(r[c])}</td>"
+                 else "<td>#{r[c]}</td>"
+                 end
+        end
+        out << "</tr>\n"
       end
       out << "</table>\n"
       page("Mwrap.each(#{min})", out)
     end
 
-    # The sort column from the query string, or a 400 response.
-    def sort_column(query)
-      params = URI.decode_www_form(query)
-      sort = params.reverse.find { |k, _| k == "sort" }&.last || "total"
-      return sort if COLUMNS.include?(sort)
+    # One line on the scan Mwrap.leaks just ran.
+    def leak_summary
+      s = Mwrap.last_leak_scan
+      return "<p>No leak scan without the preload.</p>\n" unless s
 
-      error(400, "bad sort column #{sort.inspect}: expected one of #{COLUMNS.join(', ')}")
+      format("<p>Leak scan: %<lb>d of %<b>d live blocks (%<lby>d of %<by>d bytes) are reached by no pointer; " \
+             "the process stood still %<pause>.1f ms for the copy, which scanned for %<scan>.1f ms.</p>\n",
+             lb: s[:leaked_blocks], b: s[:blocks], lby: s[:leaked_bytes], by: s[:bytes],
+             pause: s[:pause_seconds] * 1000, scan: s[:scan_seconds] * 1000)
+    end
+
+    # The query string's parameters (the last of each name), or a 400
+    # response.
+    def query_params(query)
+      URI.decode_www_form(query).to_h
     rescue ArgumentError => e
       error(400, "bad query string #{query.inspect}: #{e.message}")
     end
