@@ -20,7 +20,7 @@ RSpec.describe "the Ruby API under GC.stress" do
     expect(r.stderr).to eq("")
     expect(r.stdout.lines).to eq([
       "false\n", "true\n",
-      "#{%i[== allocations each eql? frees hash inspect live_bytes live_count max_lifespan
+      "#{%i[== allocations each eql? frees hash inspect leaked live_bytes live_count max_lifespan
              mean_lifespan name stacks total].inspect}\n",
       "#{%i[each page_size stat].inspect}\n",
       "false\n"

@@ -34,8 +34,8 @@ RSpec.describe "stacks: bad MWRAP entries" do
     "app_root:#{File.expand_path(__FILE__)}" => "app_root #{File.expand_path(__FILE__).dump}: Not a directory",
     "bt:" => 'bt "" is not a frame count (0 to 64)',
     "ruby_bt:1.5" => 'ruby_bt "1.5" is not a frame count (0 to 64)',
-    "stacks:16" => 'unknown key "stacks"; known keys: dump_path, dump_fd, dump_min, dump_heap, dump_format, bt, ' \
-                   "ruby_bt, app_root"
+    "stacks:16" => 'unknown key "stacks"; known keys: dump_path, dump_fd, dump_min, dump_heap, dump_format, ' \
+                   "dump_leaks, bt, ruby_bt, app_root"
   }.each do |mwrap, problem|
     it "MWRAP=#{mwrap}: one stderr line (#{problem}), output and exit status unchanged" do
       plain = ruby_with(nil)

@@ -31,7 +31,7 @@ use mwrap_core::mem::{map_zeroed, unmap, OWN_MAPPINGS};
 use mwrap_core::read;
 use mwrap_core::render::LeakCount;
 
-use crate::lifecycle::{after_copy, before_copy, in_copy, monotonic_nanos};
+use crate::copy::{after_copy, before_copy, in_copy, monotonic_nanos};
 use crate::names::Symbols;
 use crate::per_thread::{self, lock_cx};
 use crate::state::SITES;

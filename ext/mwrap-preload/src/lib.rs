@@ -11,7 +11,8 @@
 //! - [`ruby`]: when and how Ruby may be asked for the current line
 //! - `state`: the process's globals; `config`: `MWRAP`; `init`: start-up
 //! - `per_thread`, `thread_data`: each thread's record
-//! - `lifecycle`: fork and exit; `dump`: the dump at exit
+//! - `lifecycle`: fork and exit; `copy`: the process copied whole (fork,
+//!   the leak scan); `dump`: the dump at exit; `leak_scan`: `Mwrap.leaks`
 //! - `query`: the read side, exported to the Ruby extension; `names`: native
 //!   names (`symbolize` keeps the symbolizer and the closed objects)
 //! - `frames`, `unwind`, `nogvl`, `caller`: stacks (`MWRAP=bt`, `ruby_bt`,
@@ -23,6 +24,7 @@
 pub mod api;
 mod caller;
 mod config;
+mod copy;
 mod diag;
 mod dump;
 mod frames;

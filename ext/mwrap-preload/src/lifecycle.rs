@@ -10,21 +10,9 @@
 
 use core::sync::atomic::Ordering;
 
-use mwrap_core::threads::current_tid;
-
-use crate::per_thread::{self, lock_cx};
-use crate::state::{FORKS, FORK_HANDLER_NANOS, GATE, SYMBOLIZER, THREADS};
-use crate::{dump, loader};
-
-fn now_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills a plain struct (vDSO, no system call).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+use crate::copy::{after_copy, before_copy, in_copy, monotonic_nanos as now_nanos};
+use crate::dump;
+use crate::state::{FORKS, FORK_HANDLER_NANOS};
 
 extern "C" fn prepare() {
     let started = now_nanos();
@@ -34,47 +22,13 @@ extern "C" fn prepare() {
 
 extern "C" fn parent() {
     let started = now_nanos();
-    GATE.open();
+    after_copy();
     FORK_HANDLER_NANOS.fetch_add(now_nanos() - started, Ordering::Relaxed);
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
 extern "C" fn child() {
     in_copy();
-}
-
-/// Before this process is copied (`fork`, or the leak scan's snapshot):
-/// waits until no other thread holds a table lock, and keeps them out.
-pub fn before_copy() {
-    if let Some(record) = per_thread::current() {
-        GATE.close(&lock_cx(record), THREADS.claimed().map(|r| &r.slot));
-    }
-}
-
-/// In the parent, after the copy.
-pub fn after_copy() {
-    GATE.open();
-}
-
-/// In the copy: its one thread takes over the tables.
-pub fn in_copy() {
-    GATE.open_in_child();
-    if let Some(record) = per_thread::current() {
-        THREADS.after_fork_in_child(record, current_tid());
-    }
-    // membarrier registration belongs to the memory map: register the
-    // child's; if it is refused, this (still single-threaded) process
-    // falls back to full fences.
-    if GATE.is_asymmetric() {
-        GATE.use_membarrier();
-    }
-    loader::after_fork_in_child();
-    SYMBOLIZER.after_fork_in_child();
-}
-
-/// Nanoseconds of `CLOCK_MONOTONIC`.
-pub fn monotonic_nanos() -> u64 {
-    now_nanos()
 }
 
 pub fn register_fork_handlers() {
