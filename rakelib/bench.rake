@@ -11,10 +11,10 @@ require_relative "build_env"
 module MwrapBench
   module_function
 
-  def run(env)
+  def run(env, script = "run.rb")
     # A given MWRAP_BENCH_PRELOAD is benchmarked as is; otherwise build ours.
     Rake::Task[:compile].invoke unless ENV["MWRAP_BENCH_PRELOAD"]
-    MwrapBuild.sh_env(env, RbConfig.ruby, File.join(MwrapBuild::ROOT, "bench", "run.rb"))
+    MwrapBuild.sh_env(env, RbConfig.ruby, File.join(MwrapBuild::ROOT, "bench", script))
   end
 end
 
@@ -27,5 +27,20 @@ namespace :bench do
   desc "The benchmark at 1/10 size, 1 repetition, no heaptrack or callgrind unless asked (CALLGRIND=1)"
   task :quick do
     MwrapBench.run("QUICK" => "1")
+  end
+
+  # The leak scan benchmark (bench/leak_scan.rb): scan throughput and the
+  # pause of Mwrap.leaks at 100 MiB and 1 GiB of live blocks, against their
+  # goals and a plain fork of the same process. Not part of `rake test`.
+  desc "Benchmark Mwrap.leaks: scan MiB/s and pause at 100 MiB and 1 GiB live (see README, Leak scan)"
+  task :leaks do
+    MwrapBench.run({}, "leak_scan.rb")
+  end
+
+  namespace :leaks do
+    desc "The leak scan benchmark at 20 MiB and 100 MiB, 1 repetition"
+    task :quick do
+      MwrapBench.run({ "QUICK" => "1" }, "leak_scan.rb")
+    end
   end
 end
