@@ -17,6 +17,14 @@ end
 require "mwrap/rack"
 
 RSpec.describe Mwrap::RackApp do
+  # The start of a script that serves the app through Rack::MockRequest.
+  RACK_SCRIPT = <<~'RUBY'
+    require "rack"
+    require "rack/mock"
+    require "rack/lint"
+    require "mwrap/rack"
+  RUBY
+
   before { skip "rack is not installed (Debian: apt-get install ruby-rack)" unless defined?(::Rack::MockRequest) }
 
   let(:request) { ::Rack::MockRequest.new(::Rack::Lint.new(described_class.new)) }
@@ -149,11 +157,7 @@ RSpec.describe Mwrap::RackApp do
 
     it "shows the breakdown of a process holding much free memory, with the advice line" do
       Dir.mktmpdir do |dir|
-        code = MwrapApiHelpers::SHOW + <<~'RUBY'
-          require "rack"
-          require "rack/mock"
-          require "rack/lint"
-          require "mwrap/rack"
+        code = MwrapApiHelpers::SHOW + RACK_SCRIPT + <<~'RUBY'
           require "fiddle"
           ptrs = Array.new(50_000) { Fiddle.malloc(1024) }
           (0...ptrs.size).step(2) { |i| Fiddle.free(ptrs[i]) }
@@ -173,11 +177,7 @@ RSpec.describe Mwrap::RackApp do
 
     it "adds leaked_bytes and leaked_count to /each on demand (leaks=1), sorted by them, and only then scans" do
       Dir.mktmpdir do |dir|
-        code = MwrapApiHelpers::SHOW + <<~'RUBY'
-          require "rack"
-          require "rack/mock"
-          require "rack/lint"
-          require "mwrap/rack"
+        code = MwrapApiHelpers::SHOW + RACK_SCRIPT + <<~'RUBY'
           require "fiddle"
           ptrs = Array.new(2000)
           Fiddle.free(Fiddle.malloc(512))
@@ -218,11 +218,7 @@ RSpec.describe Mwrap::RackApp do
 
     it "lists, sorts and links real locations, escaped, and records nothing while serving" do
       Dir.mktmpdir do |dir|
-        code = MwrapApiHelpers::SHOW + <<~'RUBY'
-          require "rack"
-          require "rack/mock"
-          require "rack/lint"
-          require "mwrap/rack"
+        code = MwrapApiHelpers::SHOW + RACK_SCRIPT + <<~'RUBY'
           keep = []
           keep << ("helloworld" * 1000) # cold
           keep << ("helloworld" * 1000) # warm
