@@ -80,9 +80,18 @@ RSpec.describe "dump_format" do
     Dir.mktmpdir do |dir|
       path, v, text = dumped(dir, "ruby_bt:8,dump_format:json,dump_min:100000")
       expect(text).to start_with("{\"mwrap\":1,\"locations\":[\n")
-      expect(text).to end_with("]}\n")
+      expect(text.lines.last).to start_with('],"memory":{"rss":')
       doc = JSON.parse(text)
-      expect(doc.keys).to eq(%w[mwrap locations])
+      expect(doc.keys).to eq(%w[mwrap locations memory])
+      # the breakdown at exit, from the preload's own tables (no Ruby to
+      # ask for its instruction sequences then)
+      memory = doc["memory"]
+      expect(memory.keys).to eq(%w[rss anon_rss file_rss malloc_in_use malloc_overhead malloc_free_held
+                                   malloc_not_resident ruby_heap iseq thread_stacks mmap_other unexplained])
+      expect(memory["iseq"]).to be_nil
+      expect(memory.except("iseq", "unexplained").values).to all(be_an(Integer).and(be >= 0))
+      expect(memory["anon_rss"] + memory["file_rss"]).to eq(memory["rss"])
+      expect(memory["unexplained"].abs).to be <= 0.05 * memory["rss"]
       expect(doc["mwrap"]).to eq(1)
       expect(doc["locations"].map { |l| l["total"] }).to all(be > 100_000)
       by_name = doc["locations"].to_h { |l| [l["location"], l] }

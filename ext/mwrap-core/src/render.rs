@@ -87,12 +87,14 @@ fn push_folded_frame(line: &mut Vec<u8>, frame: &[u8]) {
 /// `\\xNN`, as mwrap escapes it.
 ///
 /// With `leaks` (`MWRAP=dump_leaks:1`), each location also has
-/// `leaked_bytes` and `leaked_count`, and the document ends with
-/// `],"leak_scan":{…}}` (see [`Leaks`]).
+/// `leaked_bytes` and `leaked_count`, and a `"leak_scan":{…}` member
+/// follows the locations (see [`Leaks`]); with `memory` (the exit dump), a
+/// `"memory":{…}` member of the breakdown's parts (`null` where unknown).
 pub fn json(
     rows: &SiteRows,
     stacks: &StackRows,
     leaks: Option<&Leaks<'_>>,
+    memory: Option<&[(&str, Option<i128>)]>,
     out: &mut impl LineSink,
 ) {
     let mut by_location: Vec<&StackRow> = stacks.rows().iter().collect();
@@ -139,25 +141,40 @@ pub fn json(
         line.push(b'\n');
         out.line(&line);
     }
-    match leaks {
-        None => out.line(b"]}\n"),
-        Some(leaks) => {
-            let t = &leaks.summary;
-            line.clear();
-            line.extend_from_slice(b"],\"leak_scan\":{\"blocks\":");
-            line.push_decimal(t.blocks, 0);
-            for (key, value) in [
-                ("bytes", t.bytes),
-                ("leaked_blocks", t.leaked_blocks),
-                ("leaked_bytes", t.leaked_bytes),
-                ("root_bytes", t.root_bytes),
-            ] {
-                json_number(&mut line, key, value);
-            }
-            line.extend_from_slice(b"}}\n");
-            out.line(&line);
+    line.clear();
+    line.push(b']');
+    if let Some(leaks) = leaks {
+        let t = &leaks.summary;
+        line.extend_from_slice(b",\"leak_scan\":{\"blocks\":");
+        line.push_decimal(t.blocks, 0);
+        for (key, value) in [
+            ("bytes", t.bytes),
+            ("leaked_blocks", t.leaked_blocks),
+            ("leaked_bytes", t.leaked_bytes),
+            ("root_bytes", t.root_bytes),
+        ] {
+            json_number(&mut line, key, value);
         }
+        line.push(b'}');
     }
+    if let Some(parts) = memory {
+        line.extend_from_slice(b",\"memory\":{");
+        for (i, (key, value)) in parts.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            line.push(b'"');
+            line.extend_from_slice(key.as_bytes());
+            line.extend_from_slice(b"\":");
+            match value {
+                Some(v) => line.extend_from_slice(v.to_string().as_bytes()),
+                None => line.extend_from_slice(b"null"),
+            }
+        }
+        line.push(b'}');
+    }
+    line.extend_from_slice(b"}\n");
+    out.line(&line);
 }
 
 /// The leaked blocks of one location (see `Mwrap.leaks`).
@@ -525,7 +542,7 @@ mod tests {
         let stacks =
             crate::read::stacks(&t, &st, &c, &SiteFilter::default(), None, &BareAddresses).unwrap();
         let mut out = Vec::new();
-        json(&rows, &stacks, None, &mut out);
+        json(&rows, &stacks, None, None, &mut out);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5);
@@ -569,7 +586,17 @@ mod tests {
             by_location: &by_location,
         };
         let mut out = Vec::new();
-        json(&rows, &stacks, Some(&leaks), &mut out);
+        json(
+            &rows,
+            &stacks,
+            Some(&leaks),
+            Some(&[
+                ("rss", Some(4096)),
+                ("iseq", None),
+                ("unexplained", Some(-12)),
+            ]),
+            &mut out,
+        );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(
@@ -578,7 +605,7 @@ mod tests {
         assert!(lines[2].contains(r#""leaked_bytes":0,"leaked_count":0,"#));
         assert_eq!(
             lines[4],
-            r#"],"leak_scan":{"blocks":5,"bytes":200,"leaked_blocks":1,"leaked_bytes":100,"root_bytes":4096}}"#
+            r#"],"leak_scan":{"blocks":5,"bytes":200,"leaked_blocks":1,"leaked_bytes":100,"root_bytes":4096},"memory":{"rss":4096,"iseq":null,"unexplained":-12}}"#
         );
     }
 

@@ -19,7 +19,9 @@ use mwrap_core::render;
 use crate::config::{identity, open_for_append, Config, SavedFd};
 use crate::diag::{strerror, write_all};
 use crate::per_thread::{self, lock_cx};
-use crate::state::{current_generation, CONFIG, HEAP, SITES};
+use crate::state::{current_generation, CONFIG, HEAP, SITES, THREADS};
+use mwrap_core::lock::LockCx;
+use mwrap_memory::breakdown;
 
 /// Writes the dump if `MWRAP` asks for one. Runs from `.fini_array` on the
 /// exiting thread, which may be inside a signal handler that interrupted
@@ -75,8 +77,13 @@ fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<V
         } else {
             None
         };
+        let memory = (format == RENDER_JSON).then(|| memory_breakdown(&cx));
+        let extras = crate::query::DumpExtras {
+            leaks: leaks.as_ref(),
+            memory: memory.as_ref().map(|rows| &rows[..]),
+        };
         text.try_reserve(SITES.site_count() as usize * 80).ok()?;
-        crate::query::render_format(&cx, format, opts.dump_min, leaks.as_ref(), &mut text).ok()?;
+        crate::query::render_format(&cx, format, opts.dump_min, &extras, &mut text).ok()?;
     }
     if opts.dump_heap != 0 {
         let mut pages: Vec<HeapPageInfo> = Vec::new();
@@ -92,6 +99,29 @@ fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<V
         );
     }
     Some(text)
+}
+
+/// The parts of RSS at exit (see `Mwrap.memory_breakdown`), from the
+/// preload's own tables: no Ruby is asked (the VM is gone), so `iseq` is
+/// unknown.
+fn memory_breakdown(cx: &LockCx<'_>) -> [(&'static str, Option<i128>); 12] {
+    let totals = mwrap_core::read::totals(&SITES, cx);
+    let mut pages: Vec<HeapPageInfo> = Vec::new();
+    let _ = HEAP.live(cx, &mut pages);
+    let mut addresses: Vec<u64> = pages.iter().map(|p| p.address).collect();
+    addresses.sort_unstable();
+    let mut stacks = Vec::new();
+    THREADS.live_stacks(|address| stacks.push(address));
+    let b = breakdown::measure(&breakdown::Inputs {
+        tracked: true,
+        malloc_in_use: Some(totals.allocated.saturating_sub(totals.freed)),
+        ruby_pages: &addresses,
+        ruby_page_size: HEAP.page_size(),
+        estimated_ruby_heap: None,
+        stacks: &stacks,
+        iseq: None,
+    });
+    breakdown::rows(&b)
 }
 
 fn write_dump(config: &Config, text: &[u8]) {

@@ -256,7 +256,11 @@ unsafe extern "C" fn render(format: u32, min: u64, sink: BytesSink, ctx: *mut c_
     if out.buf.try_reserve(SinkLines::PIECE).is_err() {
         return STATUS_NO_MEMORY;
     }
-    if reading(Err(()), |cx| render_format(cx, format, min, None, &mut out)).is_err() {
+    if reading(Err(()), |cx| {
+        render_format(cx, format, min, &DumpExtras::default(), &mut out)
+    })
+    .is_err()
+    {
         return STATUS_NO_MEMORY;
     }
     out.flush();
@@ -265,16 +269,16 @@ unsafe extern "C" fn render(format: u32, min: u64, sink: BytesSink, ctx: *mut c_
 
 /// Renders `format` (a `RENDER_*`) of what is above `min` (the total for
 /// text and JSON, live bytes for folded) into `out`: the one place every
-/// output (this ABI and the exit dump) turns a format into lines. With
-/// `leaks` (the exit dump's `dump_leaks:1`), text gets leak lines after
-/// the 2.x ones and JSON gets them per location.
+/// output (this ABI and the exit dump) turns a format into lines, with
+/// what only the exit dump adds (see [`DumpExtras`]).
 pub fn render_format(
     cx: &LockCx<'_>,
     format: u32,
     min: u64,
-    leaks: Option<&crate::leak_scan::LeakReport>,
+    extras: &DumpExtras<'_>,
     out: &mut impl LineSink,
 ) -> Result<(), ()> {
+    let leaks = extras.leaks;
     let filter = SiteFilter {
         min_total: min,
         ..Default::default()
@@ -293,7 +297,13 @@ pub fn render_format(
                 summary: report.summary,
                 by_location: &by_location,
             });
-            render::json(&site_rows(&filter)?, &stack_rows()?, leaks.as_ref(), out)
+            render::json(
+                &site_rows(&filter)?,
+                &stack_rows()?,
+                leaks.as_ref(),
+                extras.memory,
+                out,
+            )
         }
         _ => {
             render::text(&site_rows(&filter)?, out);
@@ -307,6 +317,15 @@ pub fn render_format(
         }
     }
     Ok(())
+}
+
+/// What the exit dump adds to a format: the leak scan of `dump_leaks:1`
+/// (leak lines after the text's 2.x ones, per location in JSON) and the
+/// memory breakdown (JSON).
+#[derive(Default)]
+pub struct DumpExtras<'a> {
+    pub leaks: Option<&'a crate::leak_scan::LeakReport>,
+    pub memory: Option<&'a [(&'static str, Option<i128>)]>,
 }
 
 unsafe extern "C" fn stacks(

@@ -7,8 +7,8 @@
 //! (`Mwrap.quiet`), `heap_page_body` (`Mwrap::HeapPageBody`), `stacks`
 //! (`Mwrap.each_stack`, `Mwrap.app_root`), `iseq_memory`
 //! (`Mwrap.iseq_memory`), `leaks` (`Mwrap.leaks`), `memory_breakdown`
-//! (`Mwrap.memory_breakdown`, `memory_report`, `trim`, over `memory_map`
-//! and `malloc_stats`); `args` holds the argument checks and exception
+//! (`Mwrap.memory_breakdown`, `memory_report`, `trim`, over the
+//! `mwrap-memory` crate); `args` holds the argument checks and exception
 //! lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
@@ -17,9 +17,7 @@ mod args;
 mod heap_page_body;
 mod iseq_memory;
 mod leaks;
-mod malloc_stats;
 mod memory_breakdown;
-mod memory_map;
 mod mwrap_module;
 mod preload;
 mod quiet;

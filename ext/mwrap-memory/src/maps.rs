@@ -1,7 +1,7 @@
 //! What the kernel says about this process's memory: `/proc/self/smaps`
 //! (and `smaps_rollup`), `mincore` and page headers read back with
-//! `process_vm_readv`. No Ruby here: [`crate::memory_breakdown`] turns it
-//! into `Mwrap.memory_breakdown`.
+//! `process_vm_readv`. No Ruby here: [`crate::breakdown`] turns it
+//! into the parts of RSS.
 //!
 //! Everything read from `/proc` goes into memory mapped here with `mmap`,
 //! not `malloc`: a buffer of a megabyte through glibc would be an mmapped
@@ -127,6 +127,10 @@ pub enum Special {
 impl Mapping {
     pub fn len(&self) -> usize {
         self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
     }
 
     pub fn contains(&self, address: usize) -> bool {
