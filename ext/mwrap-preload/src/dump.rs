@@ -101,10 +101,10 @@ fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<V
     Some(text)
 }
 
-/// The parts of RSS at exit (see `Mwrap.memory_breakdown`), from the
-/// preload's own tables: no Ruby is asked (the VM is gone), so `iseq` is
-/// unknown.
-fn memory_breakdown(cx: &LockCx<'_>) -> [(&'static str, Option<i128>); 12] {
+/// The parts of RSS now (see `Mwrap.memory_breakdown`), from the
+/// preload's own tables: no Ruby is asked (at exit the VM is gone; the
+/// endpoint never calls Ruby), so `iseq` is unknown.
+pub fn memory_breakdown(cx: &LockCx<'_>) -> [(&'static str, Option<i128>); 12] {
     let totals = mwrap_core::read::totals(&SITES, cx);
     let mut pages: Vec<HeapPageInfo> = Vec::new();
     let _ = HEAP.live(cx, &mut pages);

@@ -36,6 +36,7 @@ mod loader;
 mod locate;
 mod names;
 mod nogvl;
+mod pages;
 mod per_thread;
 mod query;
 mod real;
