@@ -24,11 +24,13 @@ pub mod lock;
 pub mod maps;
 pub mod mem;
 pub mod options;
+pub mod page;
 pub mod read;
 pub mod render;
 pub mod sites;
 pub mod stacks;
 pub mod threads;
+pub mod web;
 
 #[cfg(test)]
 mod testing;

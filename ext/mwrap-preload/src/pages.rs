@@ -7,11 +7,19 @@
 //!
 //! Runs on the server's thread, whose allocations are never recorded.
 
-use mwrap_core::abi::{RENDER_FOLDED, RENDER_JSON, RENDER_TEXT};
-use mwrap_core::render::LineSink;
+use core::sync::atomic::Ordering;
 
+use mwrap_core::abi::{RENDER_FOLDED, RENDER_JSON, RENDER_TEXT};
+use mwrap_core::lock::LockCx;
+use mwrap_core::page::{Candidate, Column, PagePicker};
+use mwrap_core::read;
+use mwrap_core::render::LineSink;
+use mwrap_core::web::{html_escape, percent_decoded, percent_encode, query_value};
+
+use crate::names::Symbols;
 use crate::per_thread::{self, lock_cx};
 use crate::query::{render_format, DumpExtras};
+use crate::state::{MARK, MARKED_AT, SITES, STACKS};
 
 /// One request, as the server parsed it.
 #[derive(Clone, Copy, Debug)]
@@ -31,11 +39,15 @@ pub trait Respond {
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
+const HTML: &str = "text/html; charset=utf-8";
 
 /// Answers `req`.
 pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
     let get = req.method == b"GET" || req.method == b"HEAD";
+    let post = req.method == b"POST";
     match req.path {
+        b"/" | b"" if get => index(out),
+        b"/each" if get => each(req.query, out),
         b"/json" | b"/folded" | b"/dump" if get => {
             let (format, content_type) = match req.path {
                 b"/json" => (RENDER_JSON, JSON),
@@ -45,19 +57,440 @@ pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
             out.head(200, content_type, &[]);
             rendered(format, out);
         }
-        b"/json" | b"/folded" | b"/dump" => not_allowed(out, "GET, HEAD"),
+        b"/mark" if post => mark(out),
+        b"/reset" if post => reset(out),
+        b"/mark" | b"/reset" => not_allowed(out, "POST"),
+        b"/" | b"" | b"/each" | b"/json" | b"/folded" | b"/dump" => not_allowed(out, "GET, HEAD"),
+        path if path.starts_with(b"/at/") && get => at(&path[4..], out),
+        path if path.starts_with(b"/at/") => not_allowed(out, "GET, HEAD"),
         _ => {
-            out.head(404, TEXT, &[]);
-            out.body(b"not found: ");
-            out.body(req.path);
-            out.body(b"\n");
+            let mut msg = b"not found: ".to_vec();
+            msg.extend_from_slice(req.path);
+            error(out, 404, &msg);
         }
     }
 }
 
 fn not_allowed(out: &mut impl Respond, allow: &str) {
-    out.head(405, TEXT, &[("allow", allow)]);
-    out.body(b"method not allowed\n");
+    let msg = format!("method not allowed (only {allow})");
+    out.head(405, HTML, &[("allow", allow)]);
+    out.body(&page_start(&msg));
+    out.body(PAGE_END);
+}
+
+/// An error page naming the problem.
+fn error(out: &mut impl Respond, status: u16, message: &[u8]) {
+    out.head(status, HTML, &[]);
+    let mut html = page_start_bytes(message);
+    html.extend_from_slice(b"<p><a href=\"/\">index</a></p>\n");
+    out.body(&html);
+    out.body(PAGE_END);
+}
+
+const PAGE_END: &[u8] = b"</body></html>\n";
+
+fn page_start(title: &str) -> Vec<u8> {
+    page_start_bytes(title.as_bytes())
+}
+
+fn page_start_bytes(title: &[u8]) -> Vec<u8> {
+    let mut html = b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>".to_vec();
+    html_escape(&mut html, title);
+    html.extend_from_slice(
+        b"</title><style>table{border-collapse:collapse}td,th{padding:2px 8px;text-align:right}\
+          td:last-child,th:last-child{text-align:left}</style></head>\n<body><h1>",
+    );
+    html_escape(&mut html, title);
+    html.extend_from_slice(b"</h1>\n");
+    html
+}
+
+/// Runs `f` with this thread's lock context (the server's thread has a
+/// record: it is busy for life, so what a page allocates is untracked).
+fn with_cx<R>(f: impl FnOnce(&LockCx<'static>) -> R) -> Option<R> {
+    per_thread::current().map(|record| f(&lock_cx(record)))
+}
+
+fn index(out: &mut impl Respond) {
+    let mut html = page_start("mwrap");
+    let pid = std::process::id();
+    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    let cmdline: Vec<u8> = cmdline
+        .strip_suffix(b"\0")
+        .unwrap_or(&cmdline)
+        .iter()
+        .map(|&c| if c == 0 { b' ' } else { c })
+        .collect();
+    let totals = with_cx(|cx| mwrap_core::read::totals(&SITES, cx)).unwrap_or_default();
+    let rss = mwrap_memory::maps::rollup().map(|r| r.rss);
+    html.extend_from_slice(b"<table>\n");
+    let mut row = |key: &str, value: &[u8]| {
+        html.extend_from_slice(b"<tr><th>");
+        html.extend_from_slice(key.as_bytes());
+        html.extend_from_slice(b"</th><td>");
+        html_escape(&mut html, value);
+        html.extend_from_slice(b"</td></tr>\n");
+    };
+    row("pid", pid.to_string().as_bytes());
+    row("command", &cmdline);
+    row(
+        "uptime",
+        uptime_seconds()
+            .map_or("unknown".into(), |s| format!("{s:.1} s"))
+            .as_bytes(),
+    );
+    row(
+        "rss",
+        rss.map_or("unknown".into(), |r| r.to_string()).as_bytes(),
+    );
+    row("allocated", totals.allocated.to_string().as_bytes());
+    row("freed", totals.freed.to_string().as_bytes());
+    row(
+        "live",
+        totals
+            .allocated
+            .saturating_sub(totals.freed)
+            .to_string()
+            .as_bytes(),
+    );
+    row("locations", SITES.site_count().to_string().as_bytes());
+    html.extend_from_slice(
+        b"</table>\n<ul>\n<li><a href=\"/each\">locations by live bytes</a></li>\n\
+          <li><a href=\"/each?sort=total\">locations by total</a></li>\n\
+          <li><a href=\"/json\">/json</a>: the whole state (the JSON dump)</li>\n\
+          <li><a href=\"/folded\">/folded</a>: folded stacks of live bytes</li>\n\
+          <li><a href=\"/dump\">/dump</a>: the 2.x text dump</li>\n</ul>\n\
+          <form method=\"post\" action=\"/mark\"><button type=\"submit\">mark (baseline of the growth column)</button></form>\n\
+          <form method=\"post\" action=\"/reset\"><button type=\"submit\">reset (Mwrap.reset)</button></form>\n",
+    );
+    out.head(200, HTML, &[]);
+    out.body(&html);
+    out.body(PAGE_END);
+}
+
+/// Seconds since this process started (`/proc/self/stat`'s start time
+/// against `/proc/uptime`).
+fn uptime_seconds() -> Option<f64> {
+    let stat = std::fs::read("/proc/self/stat").ok()?;
+    // After the command's ")": field 3 onwards; start time is field 22.
+    let rest = &stat[stat.iter().rposition(|&c| c == b')')? + 2..];
+    let start: f64 = std::str::from_utf8(rest.split(|&c| c == b' ').nth(19)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let up = std::fs::read_to_string("/proc/uptime").ok()?;
+    let up: f64 = up.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| up - start / ticks as f64)
+}
+
+/// Rows per page of `/each` unless `limit` says otherwise, and the most
+/// it may say.
+const DEFAULT_LIMIT: usize = 200;
+const MAX_LIMIT: usize = 10_000;
+
+/// A number from the query, `default` when absent, or the error page's
+/// message.
+fn number(query: &[u8], name: &str, default: u64, max: u64) -> Result<u64, Vec<u8>> {
+    let Some(text) = query_value(query, name.as_bytes()) else {
+        return Ok(default);
+    };
+    match std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+    {
+        Some(n) if n <= max => Ok(n),
+        _ => {
+            let mut msg = format!("bad {name} ").into_bytes();
+            msg.push(b'"');
+            msg.extend_from_slice(&text);
+            msg.extend_from_slice(format!("\": expected an integer from 0 to {max}").as_bytes());
+            Err(msg)
+        }
+    }
+}
+
+/// `/each?min=&sort=&limit=&offset=`: the locations whose total is above
+/// `min`, sorted by `sort` (default `live_bytes`), `limit` rows (default
+/// 200) from `offset`.
+fn each(query: &[u8], out: &mut impl Respond) {
+    let params = (|| {
+        let min = number(query, "min", 0, u64::MAX)?;
+        let limit = number(query, "limit", DEFAULT_LIMIT as u64, MAX_LIMIT as u64)? as usize;
+        let offset = number(query, "offset", 0, u32::MAX as u64)? as usize;
+        let sort = match query_value(query, b"sort") {
+            None => Column::LiveBytes,
+            Some(name) => Column::from_name(&name).ok_or_else(|| {
+                let mut msg = b"bad sort column \"".to_vec();
+                msg.extend_from_slice(&name);
+                msg.extend_from_slice(b"\": expected one of ");
+                let names: Vec<&str> = Column::ALL.iter().map(|c| c.name()).collect();
+                msg.extend_from_slice(names.join(", ").as_bytes());
+                msg
+            })?,
+        };
+        Ok::<_, Vec<u8>>((min, limit, offset, sort))
+    })();
+    let (min, limit, offset, sort) = match params {
+        Ok(p) => p,
+        Err(msg) => return error(out, 400, &msg),
+    };
+    let marked = MARKED_AT.load(Ordering::Acquire) != 0;
+    let picked = with_cx(|cx| {
+        let mut picker = PagePicker::new(sort, offset, limit);
+        for id in 1..=SITES.site_count() {
+            let Some(snapshot) = SITES.snapshot(cx, id) else {
+                continue; // a stack site: its location sums it
+            };
+            if snapshot.total <= min {
+                continue;
+            }
+            let growth = marked.then(|| {
+                let then = MARK
+                    .get(id as usize)
+                    .map_or(0, |m| m.load(Ordering::Relaxed));
+                snapshot.live_bytes as i64 - then as i64
+            });
+            let mut name = Vec::new();
+            if sort == Column::Location {
+                if let Some(key) = SITES.key(id) {
+                    let _ = read::name_key(key, SITES.files(), &Symbols, &mut name);
+                }
+            }
+            picker.offer(Candidate {
+                id,
+                snapshot,
+                growth,
+                name,
+            });
+        }
+        let total = picker.offered;
+        (picker.rows(), total)
+    });
+    let Some((rows, table_size)) = picked else {
+        return error(out, 500, b"this thread has no record");
+    };
+    out.head(200, HTML, &[]);
+    let mut html = page_start(&format!("locations above {min} bytes, by {}", sort.name()));
+    html.extend_from_slice(
+        format!(
+            "<p>{table_size} locations with a total above {min} bytes; rows {}\u{2013}{} by {}. \
+             GC generation {}. {}</p>\n",
+            (offset + 1).min(table_size),
+            (offset + rows.len()).min(table_size),
+            sort.name(),
+            crate::state::current_generation(),
+            if marked {
+                "growth: live bytes since the mark."
+            } else {
+                "growth: no mark yet (POST /mark)."
+            }
+        )
+        .as_bytes(),
+    );
+    let link = |html: &mut Vec<u8>, sort: Column, offset: usize, text: &str| {
+        html.extend_from_slice(
+            format!(
+                "<a href=\"/each?min={min}&amp;sort={}&amp;limit={limit}&amp;offset={offset}\">{text}</a>",
+                sort.name()
+            )
+            .as_bytes(),
+        );
+    };
+    html.extend_from_slice(b"<p>");
+    if offset > 0 {
+        link(
+            &mut html,
+            sort,
+            offset.saturating_sub(limit),
+            "previous page",
+        );
+        html.extend_from_slice(b" ");
+    }
+    if offset + rows.len() < table_size {
+        link(&mut html, sort, offset + limit, "next page");
+    }
+    html.extend_from_slice(b" <a href=\"/\">index</a></p>\n<table>\n<tr>");
+    for c in Column::ALL {
+        html.extend_from_slice(b"<th>");
+        if c == sort {
+            html.extend_from_slice(c.name().as_bytes());
+        } else {
+            link(&mut html, c, 0, c.name());
+        }
+        html.extend_from_slice(b"</th>");
+    }
+    html.extend_from_slice(b"</tr>\n");
+    out.body(&html);
+    // Rows in pieces: names only for the rows shown.
+    for row in &rows {
+        html.clear();
+        let s = &row.snapshot;
+        html.extend_from_slice(b"<tr>");
+        for value in [s.total, s.allocations, s.frees, s.live_bytes, s.live_count] {
+            html.extend_from_slice(format!("<td>{value}</td>").as_bytes());
+        }
+        match row.growth {
+            Some(g) => html.extend_from_slice(format!("<td>{g}</td>").as_bytes()),
+            None => html.extend_from_slice(b"<td>-</td>"),
+        }
+        let life = row.mean_life();
+        html.extend_from_slice(
+            if life.is_finite() {
+                format!("<td>{life:.3}</td><td>{}</td>", s.max_lifespan)
+            } else {
+                format!("<td>Infinity</td><td>{}</td>", s.max_lifespan)
+            }
+            .as_bytes(),
+        );
+        let mut name = row.name.clone();
+        if name.is_empty() {
+            if let Some(key) = SITES.key(row.id) {
+                let _ = read::name_key(key, SITES.files(), &Symbols, &mut name);
+            }
+        }
+        html.extend_from_slice(b"<td><a href=\"/at/");
+        percent_encode(&mut html, &name);
+        html.extend_from_slice(b"\">");
+        html_escape(&mut html, &name);
+        html.extend_from_slice(b"</a></td></tr>\n");
+        out.body(&html);
+    }
+    out.body(b"</table>\n");
+    out.body(PAGE_END);
+}
+
+/// `/at/LOCATION`: one location's counters, its live allocations by the
+/// GC generation they were born in, and its stacks if recorded.
+fn at(encoded: &[u8], out: &mut impl Respond) {
+    let name = percent_decoded(encoded);
+    let found = with_cx(|cx| {
+        let id = read::lookup(&SITES, cx, &name)?;
+        let snapshot = SITES.snapshot(cx, id)?;
+        let mut by_generation: Vec<(u64, u64, u64)> = Vec::new(); // generation, count, bytes
+        let mut live = Vec::new();
+        let _ = SITES.live(cx, id, crate::state::current_generation(), &mut live);
+        live.sort_unstable_by_key(|l| l.generation);
+        for l in &live {
+            match by_generation.last_mut() {
+                Some(g) if g.0 == l.generation => {
+                    g.1 += 1;
+                    g.2 += l.size;
+                }
+                _ => by_generation.push((l.generation, 1, l.size)),
+            }
+        }
+        drop(live);
+        let stacks = read::stacks(
+            &SITES,
+            &STACKS,
+            cx,
+            &mwrap_core::abi::SiteFilter::default(),
+            Some(id),
+            &Symbols,
+        )
+        .ok();
+        let mut printed = Vec::new();
+        let _ = read::name_key(SITES.key(id)?, SITES.files(), &Symbols, &mut printed);
+        Some((printed, snapshot, by_generation, stacks))
+    })
+    .flatten();
+    let Some((printed, s, by_generation, stacks)) = found else {
+        let mut msg = b"no allocation was ever made at ".to_vec();
+        msg.extend_from_slice(&name);
+        return error(out, 404, &msg);
+    };
+    out.head(200, HTML, &[]);
+    let mut title = b"live allocations at ".to_vec();
+    title.extend_from_slice(&printed);
+    let mut html = page_start_bytes(&title);
+    html.extend_from_slice(b"<p><a href=\"/each\">every location</a></p>\n<table>\n");
+    for (k, v) in [
+        ("total", s.total),
+        ("allocations", s.allocations),
+        ("frees", s.frees),
+        ("live_bytes", s.live_bytes),
+        ("live_count", s.live_count),
+        ("max_lifespan", s.max_lifespan),
+    ] {
+        html.extend_from_slice(format!("<tr><th>{k}</th><td>{v}</td></tr>\n").as_bytes());
+    }
+    html.extend_from_slice(
+        b"</table>\n<h2>live allocations by birth generation</h2>\n<table>\n\
+          <tr><th>generation</th><th>count</th><th>bytes</th></tr>\n",
+    );
+    for (generation, count, bytes) in &by_generation {
+        html.extend_from_slice(
+            format!("<tr><td>{generation}</td><td>{count}</td><td>{bytes}</td></tr>\n").as_bytes(),
+        );
+    }
+    html.extend_from_slice(b"</table>\n");
+    out.body(&html);
+    let Some(stacks) = stacks.filter(|st| {
+        st.rows()
+            .iter()
+            .any(|r| r.ruby_frames + r.native_frames > 0)
+    }) else {
+        out.body(b"<p>No stacks recorded (MWRAP=bt:N, ruby_bt:N).</p>\n");
+        out.body(PAGE_END);
+        return;
+    };
+    out.body(
+        b"<h2>stacks</h2>\n<table>\n<tr><th>total</th><th>allocations</th><th>live_bytes</th>\
+          <th>live_count</th><th>frames, innermost first</th></tr>\n",
+    );
+    for r in stacks.rows() {
+        html.clear();
+        let s = &r.snapshot;
+        html.extend_from_slice(
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>",
+                s.total, s.allocations, s.live_bytes, s.live_count
+            )
+            .as_bytes(),
+        );
+        for (i, f) in stacks
+            .ruby_frames(r)
+            .chain(stacks.native_frames(r))
+            .enumerate()
+        {
+            if i > 0 {
+                html.extend_from_slice(b"<br>");
+            }
+            html_escape(&mut html, f);
+        }
+        html.extend_from_slice(b"</td></tr>\n");
+        out.body(&html);
+    }
+    out.body(b"</table>\n");
+    out.body(PAGE_END);
+}
+
+/// `POST /mark`: every location's live bytes now become the baseline of
+/// `/each`'s growth column.
+fn mark(out: &mut impl Respond) {
+    let marked = with_cx(|cx| {
+        let mut n = 0u32;
+        for id in 1..=SITES.site_count() {
+            if let (Some(s), Some(slot)) = (SITES.snapshot(cx, id), MARK.get_or_map(id as usize)) {
+                slot.store(s.live_bytes, Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        MARKED_AT.store(crate::copy::monotonic_nanos().max(1), Ordering::Release);
+        n
+    });
+    out.head(200, TEXT, &[]);
+    out.body(format!("marked {} locations\n", marked.unwrap_or(0)).as_bytes());
+}
+
+/// `POST /reset`: `Mwrap.reset`.
+fn reset(out: &mut impl Respond) {
+    with_cx(|cx| SITES.reset(cx));
+    crate::state::code_freed();
+    out.head(200, TEXT, &[]);
+    out.body(b"reset\n");
 }
 
 /// Lines of a renderer straight into the response.
@@ -100,7 +533,8 @@ mod tests {
     impl Respond for Recorded {
         fn head(&mut self, status: u16, content_type: &str, extra: &[(&str, &str)]) {
             self.status = status;
-            self.headers.push(("content-type".into(), content_type.into()));
+            self.headers
+                .push(("content-type".into(), content_type.into()));
             self.headers
                 .extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         }
@@ -111,12 +545,16 @@ mod tests {
     }
 
     fn get(method: &[u8], path: &[u8]) -> Recorded {
+        get_query(method, path, b"")
+    }
+
+    fn get_query(method: &[u8], path: &[u8], query: &[u8]) -> Recorded {
         let mut out = Recorded::default();
         respond(
             &Request {
                 method,
                 path,
-                query: b"",
+                query,
             },
             &mut out,
         );
@@ -124,11 +562,30 @@ mod tests {
     }
 
     #[test]
+    fn bad_each_parameters_name_the_problem() {
+        let r = get_query(b"GET", b"/each", b"sort=nope");
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body).contains(
+            "bad sort column &quot;nope&quot;: expected one of total, allocations, frees, live_bytes"
+        ));
+        let r = get_query(b"GET", b"/each", b"limit=10001");
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body)
+            .contains("bad limit &quot;10001&quot;: expected an integer from 0 to 10000"));
+        let r = get_query(b"GET", b"/each", b"min=-1");
+        assert_eq!(r.status, 400);
+    }
+
+    #[test]
     fn unknown_paths_and_methods() {
         let r = get(b"GET", b"/nope");
-        assert_eq!((r.status, &r.body[..]), (404, &b"not found: /nope\n"[..]));
+        assert_eq!(r.status, 404);
+        assert!(String::from_utf8_lossy(&r.body).contains("<h1>not found: /nope</h1>"));
         let r = get(b"POST", b"/json");
         assert_eq!(r.status, 405);
         assert!(r.headers.contains(&("allow".into(), "GET, HEAD".into())));
+        let r = get(b"GET", b"/mark");
+        assert_eq!(r.status, 405);
+        assert!(r.headers.contains(&("allow".into(), "POST".into())));
     }
 }

@@ -196,6 +196,12 @@ pub fn finish_start() {
     START.store(STARTED, Ordering::Release);
 }
 
+/// The endpoint's `POST /mark`: each location's live bytes then, by site
+/// id (a location born since reads 0), and when (`CLOCK_MONOTONIC`
+/// nanoseconds; 0: no mark yet).
+pub static MARK: ChunkedArray<AtomicU64, 1024, 1024> = ChunkedArray::new();
+pub static MARKED_AT: AtomicU64 = AtomicU64::new(0);
+
 /// Time spent in the fork handlers, for the benchmark (see `api.rs`).
 pub static FORK_HANDLER_NANOS: AtomicU64 = AtomicU64::new(0);
 pub static FORKS: AtomicU64 = AtomicU64::new(0);
