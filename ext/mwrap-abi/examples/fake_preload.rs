@@ -488,6 +488,38 @@ unsafe extern "C" fn thread_stacks(_out: *mut u64, _cap: usize) -> usize {
     0
 }
 
+/// The fake renders one fixed page, echoing what it was asked.
+unsafe extern "C" fn render_page(
+    request: *const PageRequest,
+    head: PageHeadSink,
+    body: BytesSink,
+    ctx: *mut c_void,
+) -> i32 {
+    let r = &*request;
+    let part = |p: *const u8, n: usize| {
+        String::from_utf8_lossy(core::slice::from_raw_parts(p, n)).into_owned()
+    };
+    let text = format!(
+        "fake page: {} {} ? {} under {}\n",
+        part(r.method, r.method_len),
+        part(r.path, r.path_len),
+        part(r.query, r.query_len),
+        part(r.base, r.base_len)
+    );
+    let ct = b"text/plain; charset=utf-8";
+    let headers = b"x-fake: 1\n";
+    head(
+        ctx,
+        200,
+        ct.as_ptr(),
+        ct.len(),
+        headers.as_ptr(),
+        headers.len(),
+    );
+    body(ctx, text.as_ptr(), text.len());
+    STATUS_OK
+}
+
 static mut API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
     struct_size: core::mem::size_of::<PreloadApi>() as u32,
@@ -513,6 +545,7 @@ static mut API: PreloadApi = PreloadApi {
     leak_scan_begin,
     leak_scan_finish,
     thread_stacks,
+    render_page,
 };
 
 #[no_mangle]

@@ -18,7 +18,7 @@ use core::ffi::c_void;
 
 /// Version of [`PreloadApi`]. Both libraries are built from one tree, so a
 /// mismatch means a stale preload library is first in `LD_PRELOAD`.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Name of the exported function returning `*const PreloadApi`.
 pub const PRELOAD_API_SYMBOL: &[u8] = b"mwrap_preload_api\0";
@@ -251,6 +251,33 @@ pub struct LeakRow {
     pub name_len: usize,
 }
 
+/// One request for [`PreloadApi::render_page`], as sent (bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PageRequest {
+    pub method: *const u8,
+    pub method_len: usize,
+    /// Percent-encoded, without the query.
+    pub path: *const u8,
+    pub path_len: usize,
+    pub query: *const u8,
+    pub query_len: usize,
+    /// Put before every link of the page (a Rack mount point), or empty.
+    pub base: *const u8,
+    pub base_len: usize,
+}
+
+/// Receives a page's head: its status, content type and extra headers
+/// (`name: value\n` lines).
+pub type PageHeadSink = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    status: u32,
+    content_type: *const u8,
+    content_type_len: usize,
+    headers: *const u8,
+    headers_len: usize,
+);
+
 /// [`PreloadApi::render`]: mwrap 2.x's dump text (`"%16zu %12zu %s\n"`).
 pub const RENDER_TEXT: u32 = 1;
 /// [`PreloadApi::render`]: flame graph input, one line per stack with live
@@ -362,6 +389,15 @@ pub struct PreloadApi {
     /// `out`; returns how many live threads have one, which may exceed
     /// `cap` (call again with more room). Allocates nothing.
     pub thread_stacks: unsafe extern "C" fn(out: *mut u64, cap: usize) -> usize,
+    /// Renders one page of the endpoint (`MWRAP=socket_dir`) for
+    /// `request`: `head` once, then `body` in pieces. The same pages as the
+    /// endpoint serves, for the Rack app. Returns a `STATUS_*`.
+    pub render_page: unsafe extern "C" fn(
+        request: *const PageRequest,
+        head: PageHeadSink,
+        body: BytesSink,
+        ctx: *mut c_void,
+    ) -> i32,
 }
 
 #[cfg(test)]
@@ -380,7 +416,8 @@ mod tests {
         assert_eq!(size_of::<SiteFilter>(), 24);
         assert_eq!(size_of::<HeapPageStats>(), 8 + 2 * 40 + 8);
         assert_eq!(offset_of!(PreloadApi, sites), 8);
-        assert_eq!(size_of::<PreloadApi>(), 8 + 22 * 8);
+        assert_eq!(size_of::<PreloadApi>(), 8 + 23 * 8);
+        assert_eq!(size_of::<PageRequest>(), 64);
         assert_eq!(offset_of!(PreloadApi, thread_stacks), 8 + 21 * 8);
         assert_eq!(size_of::<LeakSummary>(), 9 * 8);
         assert_eq!(size_of::<LeakRow>(), 40);

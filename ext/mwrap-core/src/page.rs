@@ -197,7 +197,7 @@ mod tests {
                 age_total: id as u64,
                 ..Default::default()
             },
-            growth: (id % 2 == 0).then_some(live as i64 - 50),
+            growth: id.is_multiple_of(2).then_some(live as i64 - 50),
             name: name.as_bytes().to_vec(),
         }
     }

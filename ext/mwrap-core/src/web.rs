@@ -57,7 +57,8 @@ pub fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
 pub fn query_value(query: &[u8], name: &[u8]) -> Option<Vec<u8>> {
     query
         .split(|&c| c == b'&')
-        .filter_map(|pair| {
+        .rev()
+        .find_map(|pair| {
             let mut kv = pair.splitn(2, |&c| c == b'=');
             let key = kv.next()?;
             let value = kv.next().unwrap_or(b"");
@@ -68,7 +69,6 @@ pub fn query_value(query: &[u8], name: &[u8]) -> Option<Vec<u8>> {
             };
             (percent_decoded(&plus(key)) == name).then(|| percent_decoded(&plus(value)))
         })
-        .last()
 }
 
 #[cfg(test)]

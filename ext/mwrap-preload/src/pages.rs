@@ -29,6 +29,9 @@ pub struct Request<'a> {
     pub path: &'a [u8],
     /// What follows `?`, or empty.
     pub query: &'a [u8],
+    /// Put before every link (a Rack mount point such as `/mwrap`), or
+    /// empty (the endpoint).
+    pub base: &'a [u8],
 }
 
 /// Where a page writes its answer: its head once, then its body.
@@ -46,8 +49,8 @@ pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
     let get = req.method == b"GET" || req.method == b"HEAD";
     let post = req.method == b"POST";
     match req.path {
-        b"/" | b"" if get => index(out),
-        b"/each" if get => each(req.query, out),
+        b"/" | b"" if get => index(req.base, out),
+        b"/each" if get => each(req.base, req.query, out),
         b"/json" | b"/folded" | b"/dump" if get => {
             let (format, content_type) = match req.path {
                 b"/json" => (RENDER_JSON, JSON),
@@ -61,12 +64,12 @@ pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
         b"/reset" if post => reset(out),
         b"/mark" | b"/reset" => not_allowed(out, "POST"),
         b"/" | b"" | b"/each" | b"/json" | b"/folded" | b"/dump" => not_allowed(out, "GET, HEAD"),
-        path if path.starts_with(b"/at/") && get => at(&path[4..], out),
+        path if path.starts_with(b"/at/") && get => at(req.base, &path[4..], out),
         path if path.starts_with(b"/at/") => not_allowed(out, "GET, HEAD"),
         _ => {
             let mut msg = b"not found: ".to_vec();
             msg.extend_from_slice(req.path);
-            error(out, 404, &msg);
+            error(req.base, out, 404, &msg);
         }
     }
 }
@@ -79,10 +82,12 @@ fn not_allowed(out: &mut impl Respond, allow: &str) {
 }
 
 /// An error page naming the problem.
-fn error(out: &mut impl Respond, status: u16, message: &[u8]) {
+fn error(base: &[u8], out: &mut impl Respond, status: u16, message: &[u8]) {
     out.head(status, HTML, &[]);
     let mut html = page_start_bytes(message);
-    html.extend_from_slice(b"<p><a href=\"/\">index</a></p>\n");
+    html.extend_from_slice(b"<p><a href=\"");
+    html_escape(&mut html, base);
+    html.extend_from_slice(b"/\">index</a></p>\n");
     out.body(&html);
     out.body(PAGE_END);
 }
@@ -111,7 +116,7 @@ fn with_cx<R>(f: impl FnOnce(&LockCx<'static>) -> R) -> Option<R> {
     per_thread::current().map(|record| f(&lock_cx(record)))
 }
 
-fn index(out: &mut impl Respond) {
+fn index(base: &[u8], out: &mut impl Respond) {
     let mut html = page_start("mwrap");
     let pid = std::process::id();
     let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
@@ -154,14 +159,21 @@ fn index(out: &mut impl Respond) {
             .as_bytes(),
     );
     row("locations", SITES.site_count().to_string().as_bytes());
+    html.extend_from_slice(b"</table>\n<ul>\n");
+    let mut b = Vec::new();
+    html_escape(&mut b, base);
+    let b = String::from_utf8_lossy(&b);
     html.extend_from_slice(
-        b"</table>\n<ul>\n<li><a href=\"/each\">locations by live bytes</a></li>\n\
-          <li><a href=\"/each?sort=total\">locations by total</a></li>\n\
-          <li><a href=\"/json\">/json</a>: the whole state (the JSON dump)</li>\n\
-          <li><a href=\"/folded\">/folded</a>: folded stacks of live bytes</li>\n\
-          <li><a href=\"/dump\">/dump</a>: the 2.x text dump</li>\n</ul>\n\
-          <form method=\"post\" action=\"/mark\"><button type=\"submit\">mark (baseline of the growth column)</button></form>\n\
-          <form method=\"post\" action=\"/reset\"><button type=\"submit\">reset (Mwrap.reset)</button></form>\n",
+        format!(
+            "<li><a href=\"{b}/each\">locations by live bytes</a></li>\n\
+             <li><a href=\"{b}/each?sort=total\">locations by total</a></li>\n\
+             <li><a href=\"{b}/json\">/json</a>: the whole state (the JSON dump)</li>\n\
+             <li><a href=\"{b}/folded\">/folded</a>: folded stacks of live bytes</li>\n\
+             <li><a href=\"{b}/dump\">/dump</a>: the 2.x text dump</li>\n</ul>\n\
+             <form method=\"post\" action=\"{b}/mark\"><button type=\"submit\">mark (baseline of the growth column)</button></form>\n\
+             <form method=\"post\" action=\"{b}/reset\"><button type=\"submit\">reset (Mwrap.reset)</button></form>\n"
+        )
+        .as_bytes(),
     );
     out.head(200, HTML, &[]);
     out.body(&html);
@@ -214,7 +226,7 @@ fn number(query: &[u8], name: &str, default: u64, max: u64) -> Result<u64, Vec<u
 /// `/each?min=&sort=&limit=&offset=`: the locations whose total is above
 /// `min`, sorted by `sort` (default `live_bytes`), `limit` rows (default
 /// 200) from `offset`.
-fn each(query: &[u8], out: &mut impl Respond) {
+fn each(base: &[u8], query: &[u8], out: &mut impl Respond) {
     let params = (|| {
         let min = number(query, "min", 0, u64::MAX)?;
         let limit = number(query, "limit", DEFAULT_LIMIT as u64, MAX_LIMIT as u64)? as usize;
@@ -234,7 +246,7 @@ fn each(query: &[u8], out: &mut impl Respond) {
     })();
     let (min, limit, offset, sort) = match params {
         Ok(p) => p,
-        Err(msg) => return error(out, 400, &msg),
+        Err(msg) => return error(base, out, 400, &msg),
     };
     let marked = MARKED_AT.load(Ordering::Acquire) != 0;
     let picked = with_cx(|cx| {
@@ -269,7 +281,7 @@ fn each(query: &[u8], out: &mut impl Respond) {
         (picker.rows(), total)
     });
     let Some((rows, table_size)) = picked else {
-        return error(out, 500, b"this thread has no record");
+        return error(base, out, 500, b"this thread has no record");
     };
     out.head(200, HTML, &[]);
     let mut html = page_start(&format!("locations above {min} bytes, by {}", sort.name()));
@@ -290,9 +302,11 @@ fn each(query: &[u8], out: &mut impl Respond) {
         .as_bytes(),
     );
     let link = |html: &mut Vec<u8>, sort: Column, offset: usize, text: &str| {
+        html.extend_from_slice(b"<a href=\"");
+        html_escape(html, base);
         html.extend_from_slice(
             format!(
-                "<a href=\"/each?min={min}&amp;sort={}&amp;limit={limit}&amp;offset={offset}\">{text}</a>",
+                "/each?min={min}&amp;sort={}&amp;limit={limit}&amp;offset={offset}\">{text}</a>",
                 sort.name()
             )
             .as_bytes(),
@@ -311,7 +325,9 @@ fn each(query: &[u8], out: &mut impl Respond) {
     if offset + rows.len() < table_size {
         link(&mut html, sort, offset + limit, "next page");
     }
-    html.extend_from_slice(b" <a href=\"/\">index</a></p>\n<table>\n<tr>");
+    html.extend_from_slice(b" <a href=\"");
+    html_escape(&mut html, base);
+    html.extend_from_slice(b"/\">index</a></p>\n<table>\n<tr>");
     for c in Column::ALL {
         html.extend_from_slice(b"<th>");
         if c == sort {
@@ -350,7 +366,9 @@ fn each(query: &[u8], out: &mut impl Respond) {
                 let _ = read::name_key(key, SITES.files(), &Symbols, &mut name);
             }
         }
-        html.extend_from_slice(b"<td><a href=\"/at/");
+        html.extend_from_slice(b"<td><a href=\"");
+        html_escape(&mut html, base);
+        html.extend_from_slice(b"/at/");
         percent_encode(&mut html, &name);
         html.extend_from_slice(b"\">");
         html_escape(&mut html, &name);
@@ -363,7 +381,7 @@ fn each(query: &[u8], out: &mut impl Respond) {
 
 /// `/at/LOCATION`: one location's counters, its live allocations by the
 /// GC generation they were born in, and its stacks if recorded.
-fn at(encoded: &[u8], out: &mut impl Respond) {
+fn at(base: &[u8], encoded: &[u8], out: &mut impl Respond) {
     let name = percent_decoded(encoded);
     let found = with_cx(|cx| {
         let id = read::lookup(&SITES, cx, &name)?;
@@ -399,13 +417,15 @@ fn at(encoded: &[u8], out: &mut impl Respond) {
     let Some((printed, s, by_generation, stacks)) = found else {
         let mut msg = b"no allocation was ever made at ".to_vec();
         msg.extend_from_slice(&name);
-        return error(out, 404, &msg);
+        return error(base, out, 404, &msg);
     };
     out.head(200, HTML, &[]);
     let mut title = b"live allocations at ".to_vec();
     title.extend_from_slice(&printed);
     let mut html = page_start_bytes(&title);
-    html.extend_from_slice(b"<p><a href=\"/each\">every location</a></p>\n<table>\n");
+    html.extend_from_slice(b"<p><a href=\"");
+    html_escape(&mut html, base);
+    html.extend_from_slice(b"/each\">every location</a></p>\n<table>\n");
     for (k, v) in [
         ("total", s.total),
         ("allocations", s.allocations),
@@ -555,6 +575,7 @@ mod tests {
                 method,
                 path,
                 query,
+                base: b"",
             },
             &mut out,
         );

@@ -8,10 +8,11 @@ use core::ffi::c_void;
 
 use mwrap_core::abi::{
     BytesSink, HeapPageSink, HeapPageStats, LeakRow, LeakRowSink, LeakScan, LeakSummary, LiveSink,
-    LocationKey, PreloadApi, Recording, SiteFilter, SiteRow, SiteRowSink, SiteSnapshot, StackRow,
-    StackRowSink, Totals, ABI_VERSION, LOCATION_NATIVE, LOCATION_NO_MEMORY, LOCATION_OVERFLOW,
-    LOCATION_RUBY, RENDER_FOLDED, RENDER_JSON, RENDER_TEXT, STATUS_INVALID, STATUS_NO_MEMORY,
-    STATUS_OK, STATUS_SCAN_FAILED, STATUS_UNKNOWN, UNTRACKED_SITE,
+    LocationKey, PageHeadSink, PageRequest, PreloadApi, Recording, SiteFilter, SiteRow,
+    SiteRowSink, SiteSnapshot, StackRow, StackRowSink, Totals, ABI_VERSION, LOCATION_NATIVE,
+    LOCATION_NO_MEMORY, LOCATION_OVERFLOW, LOCATION_RUBY, RENDER_FOLDED, RENDER_JSON, RENDER_TEXT,
+    STATUS_INVALID, STATUS_NO_MEMORY, STATUS_OK, STATUS_SCAN_FAILED, STATUS_UNKNOWN,
+    UNTRACKED_SITE,
 };
 use mwrap_core::lock::LockCx;
 use mwrap_core::read::{self, SiteRows};
@@ -48,6 +49,7 @@ pub static API: PreloadApi = PreloadApi {
     leak_scan_begin,
     leak_scan_finish,
     thread_stacks,
+    render_page,
 };
 
 /// Runs `f` with this thread's lock context and the recursion guard held;
@@ -521,4 +523,95 @@ unsafe extern "C" fn thread_stacks(out: *mut u64, cap: usize) -> usize {
         live += 1;
     });
     live
+}
+
+/// The ABI's form of a page's responder: the head to `head`, the body to
+/// `body` in pieces of at most 64 KiB.
+struct SinkPage {
+    head: PageHeadSink,
+    body: BytesSink,
+    ctx: *mut c_void,
+    buf: Vec<u8>,
+}
+
+impl SinkPage {
+    const PIECE: usize = 64 * 1024;
+
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            // SAFETY: per the ABI; `buf` outlives the call.
+            unsafe { (self.body)(self.ctx, self.buf.as_ptr(), self.buf.len()) };
+            self.buf.clear();
+        }
+    }
+}
+
+impl crate::pages::Respond for SinkPage {
+    fn head(&mut self, status: u16, content_type: &str, extra: &[(&str, &str)]) {
+        let mut headers = String::new();
+        for (k, v) in extra {
+            headers.push_str(k);
+            headers.push_str(": ");
+            headers.push_str(v);
+            headers.push('\n');
+        }
+        // SAFETY: per the ABI; both strings outlive the call.
+        unsafe {
+            (self.head)(
+                self.ctx,
+                status as u32,
+                content_type.as_ptr(),
+                content_type.len(),
+                headers.as_ptr(),
+                headers.len(),
+            )
+        };
+    }
+
+    fn body(&mut self, bytes: &[u8]) {
+        if self.buf.len() + bytes.len() > Self::PIECE {
+            self.flush();
+        }
+        if bytes.len() > Self::PIECE {
+            // SAFETY: per the ABI; `bytes` outlives the call.
+            unsafe { (self.body)(self.ctx, bytes.as_ptr(), bytes.len()) };
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+}
+
+unsafe extern "C" fn render_page(
+    request: *const PageRequest,
+    head: PageHeadSink,
+    body: BytesSink,
+    ctx: *mut c_void,
+) -> i32 {
+    // SAFETY: the extension passes a valid request or null.
+    let Some(r) = (unsafe { request.as_ref() }) else {
+        return STATUS_INVALID;
+    };
+    let bytes = |p: *const u8, n: usize| -> &[u8] {
+        if p.is_null() || n == 0 {
+            &[]
+        } else {
+            // SAFETY: the extension passes `n` readable bytes at `p`.
+            unsafe { core::slice::from_raw_parts(p, n) }
+        }
+    };
+    let req = crate::pages::Request {
+        method: bytes(r.method, r.method_len),
+        path: bytes(r.path, r.path_len),
+        query: bytes(r.query, r.query_len),
+        base: bytes(r.base, r.base_len),
+    };
+    let mut out = SinkPage {
+        head,
+        body,
+        ctx,
+        buf: Vec::new(),
+    };
+    reading((), |_| crate::pages::respond(&req, &mut out));
+    out.flush();
+    STATUS_OK
 }

@@ -8,7 +8,8 @@
 //! (`Mwrap.each_stack`, `Mwrap.app_root`), `iseq_memory`
 //! (`Mwrap.iseq_memory`), `leaks` (`Mwrap.leaks`), `memory_breakdown`
 //! (`Mwrap.memory_breakdown`, `memory_report`, `trim`, over the
-//! `mwrap-memory` crate); `args` holds the argument checks and exception
+//! `mwrap-memory` crate), `rack_page` (`Mwrap.render_page`, for the Rack
+//! app); `args` holds the argument checks and exception
 //! lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
@@ -21,6 +22,7 @@ mod memory_breakdown;
 mod mwrap_module;
 mod preload;
 mod quiet;
+mod rack_page;
 mod source_location;
 mod stacks;
 
@@ -44,5 +46,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     stacks::init(ruby)?;
     leaks::init(ruby)?;
     memory_breakdown::init(ruby)?;
+    rack_page::init(ruby)?;
     Ok(())
 }

@@ -16,8 +16,8 @@ use std::mem::size_of;
 use std::sync::OnceLock;
 
 use mwrap_abi::{
-    HeapPageInfo, HeapPageStats, LeakRow, LeakScan, LeakSummary, LiveAllocationInfo, PreloadApi,
-    Recording, SiteFilter, SiteRow, SiteSnapshot, StackRow, Totals, ABI_VERSION,
+    HeapPageInfo, HeapPageStats, LeakRow, LeakScan, LeakSummary, LiveAllocationInfo, PageRequest,
+    PreloadApi, Recording, SiteFilter, SiteRow, SiteSnapshot, StackRow, Totals, ABI_VERSION,
     PRELOAD_API_SYMBOL, STATUS_NO_MEMORY, STATUS_OK, STATUS_SCAN_FAILED, UNTRACKED_SITE,
 };
 
@@ -465,6 +465,42 @@ impl Preload {
         unsafe { (self.api.attach_ruby)() }
     }
 
+    /// One page of the endpoint, rendered by the preload.
+    pub fn render_page(
+        self,
+        method: &[u8],
+        path: &[u8],
+        query: &[u8],
+        base: &[u8],
+    ) -> Result<Page, NoMemory> {
+        let _quiet = self.quiet();
+        let request = PageRequest {
+            method: method.as_ptr(),
+            method_len: method.len(),
+            path: path.as_ptr(),
+            path_len: path.len(),
+            query: query.as_ptr(),
+            query_len: query.len(),
+            base: base.as_ptr(),
+            base_len: base.len(),
+        };
+        let mut page = Page::default();
+        // SAFETY: the sinks match the ABI and ctx points at `page`; the
+        // request's bytes outlive the call.
+        let status = unsafe {
+            (self.api.render_page)(
+                &request,
+                page_head,
+                page_body,
+                (&mut page as *mut Page).cast(),
+            )
+        };
+        if page.no_memory || status == STATUS_NO_MEMORY {
+            return Err(NoMemory);
+        }
+        Ok(page)
+    }
+
     /// Copies the process for a leak scan (call with the GVL held); the
     /// errno of a copy that failed.
     pub fn leak_scan_begin(self) -> Result<LeakScan, LeakScanError> {
@@ -500,6 +536,50 @@ impl Preload {
             },
         }
     }
+}
+
+/// A page the preload rendered (see `PreloadApi::render_page`).
+#[derive(Default)]
+pub struct Page {
+    pub status: u32,
+    pub content_type: Vec<u8>,
+    /// `name: value\n` lines.
+    pub headers: Vec<u8>,
+    pub body: Vec<u8>,
+    pub no_memory: bool,
+}
+
+unsafe extern "C" fn page_head(
+    ctx: *mut c_void,
+    status: u32,
+    content_type: *const u8,
+    content_type_len: usize,
+    headers: *const u8,
+    headers_len: usize,
+) {
+    // SAFETY: `render_page` passes its own `Page`.
+    let page = unsafe { &mut *ctx.cast::<Page>() };
+    page.status = status;
+    // SAFETY: per the ABI, both point at that many readable bytes.
+    unsafe {
+        page.content_type = std::slice::from_raw_parts(content_type, content_type_len).to_vec();
+        page.headers = std::slice::from_raw_parts(headers, headers_len).to_vec();
+    }
+}
+
+unsafe extern "C" fn page_body(ctx: *mut c_void, bytes: *const u8, len: usize) {
+    // SAFETY: `render_page` passes its own `Page`.
+    let page = unsafe { &mut *ctx.cast::<Page>() };
+    if bytes.is_null() || len == 0 {
+        return;
+    }
+    if page.body.try_reserve(len).is_err() {
+        page.no_memory = true;
+        return;
+    }
+    // SAFETY: per the ABI, `len` readable bytes.
+    page.body
+        .extend_from_slice(unsafe { std::slice::from_raw_parts(bytes, len) });
 }
 
 /// Why a leak scan gave no answer.
