@@ -66,23 +66,28 @@ RSpec.describe Mwrap::RackApp do
       expect(res.status).to eq(200)
       expect(res.headers["cache-control"]).to eq("no-cache")
       expect(res.headers["content-type"]).to eq("text/html; charset=utf-8")
-      expect(res.body).to include('href="/each/0"', 'href="/heap_pages"')
+      expect(res.body).to include('href="/each"', 'href="/heap_pages"', 'href="/leaks"', 'action="/mark"')
     end
 
     it "prefixes links with SCRIPT_NAME" do
-      res = request.get("/mwrap/each/0", "SCRIPT_NAME" => "/mwrap", "PATH_INFO" => "/each/0")
+      res = request.get("/mwrap/", "SCRIPT_NAME" => "/mwrap", "PATH_INFO" => "/")
       expect(res.status).to eq(200)
-      expect(res.body).to include('href="/mwrap/each/0?sort=allocations"')
+      expect(res.body).to include('href="/mwrap/each?sort=total"', 'href="/mwrap/breakdown"')
     end
 
-    it "lists the six columns of /each/MIN, the sorted one unlinked" do
-      res = request.get("/each/100?sort=frees")
+    it "sends mwrap 2.x's /each/MIN?sort=COLUMN on to /each?min=MIN&sort=COLUMN" do
+      res = request.get("/mwrap/each/100", "SCRIPT_NAME" => "/mwrap", "PATH_INFO" => "/each/100",
+                                           "QUERY_STRING" => "sort=frees")
+      expect(res.status).to eq(301)
+      expect(res.headers["location"]).to eq("/mwrap/each?min=100&sort=frees")
+      expect(request.get("/each/7").headers["location"]).to eq("/each?min=7&sort=total")
+    end
+
+    it "says there are no tables without the preload" do
+      res = request.get("/each")
       expect(res.status).to eq(200)
-      expect(res.headers["cache-control"]).to eq("no-cache")
-      header = cells(res.body).first
-      expect(header.map { |c| c.gsub(/<[^>]*>/, "") }).to eq(%w[total allocations frees mean_life max_life location])
-      expect(header[2]).to eq("frees")
-      expect(header[0]).to include('href="/each/100?sort=total"')
+      expect(res.body).to include("does not run under mwrap&#39;s preload").or include("does not run under mwrap's preload")
+      expect(request.get("/leaks").body).to include("No leak scan without the preload.")
     end
 
     it "answers 400 naming a bad MIN or sort column, HTML-escaped" do
@@ -99,28 +104,21 @@ RSpec.describe Mwrap::RackApp do
     end
 
     it "answers 404 for unknown paths and unknown locations" do
-      %w[/nope /each /each/1/2 /at/ /heap_pages/x /at/%2Fno%2Fsuch.rb%3A1].each do |path|
+      %w[/nope /each/1/2 /at/ /heap_pages/x /eachx].each do |path|
         expect(request.get(path).status).to eq(404), path
       end
       expect(request.get("/%3Cscript%3E").body).not_to include("<script>")
     end
 
-    it "decodes an /at/ location byte for byte: not UTF-8, odd bytes, % not followed by hex digits" do
-      ["/a\xFF\xFE b.rb:1".b, (1..255).map(&:chr).join.b, "100%.rb:2", "%zz%2.rb:3", "a%2Fb+c.rb:4"].each do |loc|
-        res = request.get("/at/#{loc.b.gsub(/[^A-Za-z0-9_.~-]/n) { |c| format('%%%02X', c.ord) }}")
-        expect(res.status).to eq(404)
-        named = loc.b.force_encoding(Encoding::UTF_8)
-        expect(res.body).to include(CGI.escapeHTML("no allocation was ever made at #{named.inspect}")), loc.inspect
-      end
-    end
-
     it "answers HEAD without a body and other methods with 405" do
-      head = request.request("HEAD", "/each/0")
+      head = request.request("HEAD", "/heap_pages")
       expect(head.status).to eq(200)
       expect(head.body).to eq("")
       post = request.post("/each/0")
       expect(post.status).to eq(405)
       expect(post.headers["allow"]).to eq("GET, HEAD")
+      expect(request.get("/mark").status).to eq(405)
+      expect(request.get("/mark").headers["allow"]).to eq("POST")
     end
 
     it "shows Mwrap.memory_report as a table on /breakdown, linked from the index, with a trim button" do
@@ -175,7 +173,7 @@ RSpec.describe Mwrap::RackApp do
       end
     end
 
-    it "adds leaked_bytes and leaked_count to /each on demand (leaks=1), sorted by them, and only then scans" do
+    it "lists leaked memory on /leaks (one scan when asked, none on other pages), linked from the index" do
       Dir.mktmpdir do |dir|
         code = MwrapApiHelpers::SHOW + RACK_SCRIPT + <<~'RUBY'
           require "fiddle"
@@ -183,33 +181,25 @@ RSpec.describe Mwrap::RackApp do
           Fiddle.free(Fiddle.malloc(512))
           2000.times { |i| ptrs[i] = Fiddle.malloc(512) } # leak
           request = Rack::MockRequest.new(Rack::Lint.new(Mwrap::RackApp.new))
-          plain = request.get("/each/0")
-          show :plain, [plain.status, plain.body, Mwrap.last_leak_scan]
-          res = request.get("/each/0?leaks=1&sort=leaked_bytes")
+          plain = request.get("/each")
+          show :plain, [plain.status, Mwrap.last_leak_scan]
+          res = request.get("/leaks")
           show :leaks, [res.status, res.body]
-          show :bad, request.get("/each/0?sort=leaked_bytes").body
+          show :bad, request.get("/leaks?min=x").body
           show :index, request.get("/").body
         RUBY
         path, out = run_api(code, dir: dir)
         v = values(out)
-        status, body, scan = v[:plain]
-        expect(status).to eq(200)
-        expect(scan).to be_nil # a plain view scans nothing
-        expect(body).not_to include("<th>leaked_bytes")
-        expect(body).to include('href="/each/0?leaks=1&amp;sort=leaked_bytes">add leaked bytes</a>')
+        expect(v[:plain]).to eq([200, nil]) # a plain view scans nothing
         status, body = v[:leaks]
         expect(status).to eq(200)
-        header = body[%r{<tr>(<th>.*?)</tr>}m, 1].scan(%r{<th>(?:<a [^>]*>)?([a-z_]+)}).flatten
-        expect(header).to eq(%w[total allocations frees mean_life max_life leaked_bytes leaked_count location])
-        expect(body).to include('<a href="/each/0?leaks=1&amp;sort=total">total</a>')
         expect(body).to match(/Leak scan: \d+ of \d+ live blocks \(\d+ of \d+ bytes\) are reached by no pointer/)
         first = body.scan(%r{<tr><td>.*?</tr>}m).first.scan(%r{<td>(.*?)</td>}m).flatten
         expect(first.last).to include(CGI.escapeHTML("#{path}:#{line_of(code, "# leak")}"))
-        expect(Integer(first[6])).to be_between(1900, 2000) # leaked_count
-        expect(Integer(first[5])).to eq(Integer(first[6]) * 512)
-        expect(v[:bad]).to include("bad sort column &quot;leaked_bytes&quot;")
-        expect(v[:bad]).to include("leaked_bytes and leaked_count come with leaks=1")
-        expect(v[:index]).to include('href="/each/0?leaks=1&amp;sort=leaked_bytes">leaked memory</a>')
+        expect(Integer(first[1])).to be_between(1900, 2000) # leaked_count
+        expect(Integer(first[0])).to eq(Integer(first[1]) * 512)
+        expect(v[:bad]).to include("bad min &quot;x&quot;")
+        expect(v[:index]).to include('href="/leaks">leaked memory</a>')
       end
     end
 
@@ -228,7 +218,8 @@ RSpec.describe Mwrap::RackApp do
           keep << ("helloworld" * 1000) # measured
           show :loc, "#{__FILE__}:#{__LINE__ - 1}"
           pages = {}
-          %w[/each/0 /each/0?sort=allocations /each/0?sort=location /each/0?sort=mean_life /heap_pages].each do |path|
+          %w[/each?limit=10000 /each?limit=10000&sort=total /each?limit=10000&sort=allocations
+             /each?limit=10000&sort=location /each?limit=10000&sort=mean_life /heap_pages].each do |path|
             res = req.get(path)
             pages[path] = [res.status, res.body]
           end
@@ -245,7 +236,7 @@ RSpec.describe Mwrap::RackApp do
 
         loc = v[:loc]
         expect(loc).to eq("#{path}:#{line_of(code, '# measured')}")
-        body = pages["/each/0"][1]
+        body = pages["/each?limit=10000"][1]
         escaped = CGI.escapeHTML(loc)
         expect(body).to include(">#{escaped}</a>")
         expect(body).not_to include(odd_name)
@@ -253,21 +244,23 @@ RSpec.describe Mwrap::RackApp do
         expect(href).to start_with("/at/%2F")
         expect(href).not_to match(%r{/at/.*[/<>&+ ]})
 
-        # The row for the script's warm line: one 10001-byte String since the clear.
+        # The row for the script's warm line: one 10001-byte String since
+        # the clear, live; no mark, so no growth.
         row = cells(body).find { |c| c.last.include?(">#{escaped}<") }
-        expect(row.first(3)).to eq(%w[10001 1 0])
-        expect(row[3]).to eq("Infinity")
+        expect(row.first(7)).to eq(%w[10001 1 0 10001 1 - Infinity])
 
-        # Sorting: numbers largest first, locations A-Z.
+        # Sorting: numbers largest first (live bytes by default), locations A-Z.
         column = ->(p, i) { cells(pages[p][1]).drop(1).map { |c| c[i] } }
-        totals = column.("/each/0", 0).map(&:to_i)
-        expect(totals).to eq(totals.sort.reverse)
-        allocations = column.("/each/0?sort=allocations", 1).map(&:to_i)
-        expect(allocations).to eq(allocations.sort.reverse)
-        names = column.("/each/0?sort=location", 5).map { |c| CGI.unescapeHTML(c.gsub(/<[^>]*>/, "")) }
-        expect(names).to eq(names.sort)
-        lives = column.("/each/0?sort=mean_life", 3).map { |c| c == "Infinity" ? Float::INFINITY : Float(c) }
+        lives = column.("/each?limit=10000", 3).map(&:to_i)
         expect(lives).to eq(lives.sort.reverse)
+        totals = column.("/each?limit=10000&sort=total", 0).map(&:to_i)
+        expect(totals).to eq(totals.sort.reverse)
+        allocations = column.("/each?limit=10000&sort=allocations", 1).map(&:to_i)
+        expect(allocations).to eq(allocations.sort.reverse)
+        names = column.("/each?limit=10000&sort=location", 8).map { |c| CGI.unescapeHTML(c.gsub(/<[^>]*>/, "")).b }
+        expect(names).to eq(names.sort)
+        means = column.("/each?limit=10000&sort=mean_life", 6).map { |c| c == "Infinity" ? Float::INFINITY : Float(c) }
+        expect(means).to eq(means.sort.reverse)
 
         heap_rows = cells(pages["/heap_pages"][1]).select { |c| c.first&.match?(/\A0x\h+\z/) }
         expect(heap_rows.size).to be_within(50).of(v[:heap_count])
@@ -293,7 +286,7 @@ RSpec.describe Mwrap::RackApp do
           keep << ("helloworld" * 1000) # warm
           loc = "#{__FILE__}:#{__LINE__ - 1}"
           req = Rack::MockRequest.new(Mwrap::RackApp.new)
-          list = req.get("/each/0").body
+          list = req.get("/each?limit=10000").body
           href = list[%r{<a href="([^"]*)">#{Regexp.escape(CGI.escapeHTML(loc))}</a>}, 1]
           at = req.get(CGI.unescapeHTML(href))
           show :at, [at.status, at.body, GC.count]
@@ -307,7 +300,9 @@ RSpec.describe Mwrap::RackApp do
         rows = cells(body)
         expect(rows).to include(["total", "10001"], ["allocations", "1"], ["frees", "0"],
                                 ["live_bytes", "10001"], ["live_count", "1"], %w[mean_lifespan Infinity])
-        generation = rows.find { |c| c.first == "10001" && c.size == 2 }&.last
+        # live blocks by birth generation: [generation, count, bytes]
+        generation, count, bytes = rows.find { |c| c.size == 3 && c.last == "10001" }
+        expect([count, bytes]).to eq(%w[1 10001])
         expect(Integer(generation)).to be_between(0, gc_count)
         expect(v[:unknown]).to eq(404)
       end
@@ -324,7 +319,7 @@ RSpec.describe Mwrap::RackApp do
           keep << ("helloworld" * 1000) # cold
           keep << ("helloworld" * 1000) # warm
           req = Rack::MockRequest.new(Rack::Lint.new(Mwrap::RackApp.new))
-          hrefs = req.get("/each/0").body.scan(/<a href="([^"]*)">/).flatten.map { |h| CGI.unescapeHTML(h) }
+          hrefs = req.get("/each?limit=10000").body.scan(/<a href="([^"]*)">/).flatten.map { |h| CGI.unescapeHTML(h) }
           show :pages, hrefs.grep(%r{\A/at/}).to_h { |href| [href, req.get(href).then { |r| [r.status, r.body.b]}] }
         RUBY
         path, out = run_api(code, dir: dir.b, name: "odd \xFF\xFE %2F%zz+&.rb".b)
@@ -362,7 +357,7 @@ RSpec.describe Mwrap::RackApp do
           get = lambda do |path|
             Net::HTTP.start("127.0.0.1", port, read_timeout: 600) { |http| http.get(path) }
           end
-          list = get.("/mwrap/each/10000")
+          list = get.("/mwrap/each?min=10000&limit=10000")
           href = list.body[%r{<a href="([^"]*)">#{Regexp.escape(CGI.escapeHTML(loc))}</a>}, 1]
           at = href && get.(CGI.unescapeHTML(href))
           heap = get.("/mwrap/heap_pages")

@@ -15,16 +15,18 @@ module Mwrap
   # Routes (GET or HEAD):
   #
   # * <tt>/</tt> — links to the pages below.
-  # * <tt>/each/MIN?sort=COLUMN</tt> — every location whose total is above
-  #   MIN bytes: total, allocations, frees, mean_life, max_life, location;
-  #   sorted by COLUMN (default total; numbers largest first, locations
-  #   A–Z). Each location links to its <tt>/at/</tt> page. With
-  #   <tt>leaks=1</tt> the page runs one Mwrap.leaks scan and adds the
-  #   leaked_bytes and leaked_count columns (a link, never on every view:
-  #   a scan copies the process).
-  # * <tt>/at/LOCATION</tt> — one location (percent-encoded, "/" as %2F):
-  #   its counters and its live allocations (size, generation); 404 when
-  #   Mwrap[LOCATION] is nil.
+  # * <tt>/each?min=&sort=&limit=&offset=</tt>, <tt>/at/LOCATION</tt> —
+  #   the per-process endpoint's own pages (see README, "The live
+  #   endpoint"), rendered by the preload from its tables
+  #   (Mwrap.render_page), so the Rack app pages them the same way and
+  #   builds no Ruby object per location: 200 rows at a time by default,
+  #   sortable by any column, with live bytes and the growth since the
+  #   last mark. <tt>POST /mark</tt> sets that mark.
+  # * <tt>/each/MIN?sort=COLUMN</tt> — mwrap 2.x's address for the table:
+  #   a redirect (301) to <tt>/each?min=MIN&sort=COLUMN</tt>.
+  # * <tt>/leaks?min=MIN</tt> — runs one Mwrap.leaks scan and lists the
+  #   locations with leaked blocks (a link, never on every view: a scan
+  #   copies the process).
   # * <tt>/heap_pages</tt> — Mwrap::HeapPageBody.stat, a few GC.stat
   #   values and every live heap page.
   # * <tt>/breakdown</tt> — Mwrap.memory_report as a table: where the
@@ -33,16 +35,16 @@ module Mwrap
   #   shows the page again with what it gave back.
   #
   # A malformed MIN or an unknown sort column is a 400 naming it; any other
-  # path is a 404. POST is allowed on <tt>/trim</tt> only. Every page is built as one String inside Mwrap.quiet (so
-  # serving it records nothing), HTML-escaped, with Cache-Control: no-cache.
-  # It depends on no Rack code and works with Rack 2 and 3.
+  # path is a 404. POST is allowed on <tt>/trim</tt> and <tt>/mark</tt>
+  # only. Every page is built inside Mwrap.quiet (so serving it records
+  # nothing), HTML-escaped, with Cache-Control: no-cache. It depends on no
+  # Rack code and works with Rack 2 and 3.
   #
   # Not named Mwrap::Rack: inside `module Mwrap`, `Rack` must mean ::Rack.
   class RackApp
-    # Columns of /each, in order; the sort values allowed.
+    # Columns of mwrap 2.x's /each/MIN: the sort values its address allows
+    # (each is a column of the preload's /each too).
     COLUMNS = %w[total allocations frees mean_life max_life location].freeze
-    # Columns of /each?leaks=1.
-    LEAK_COLUMNS = %w[total allocations frees mean_life max_life leaked_bytes leaked_count location].freeze
     # GC.stat keys shown on /heap_pages (those this Ruby knows).
     GC_STAT_KEYS = %i[count heap_allocated_pages heap_live_slots heap_free_slots
                       total_allocated_pages total_freed_pages].freeze
@@ -56,6 +58,9 @@ module Mwrap
       method = env["REQUEST_METHOD"]
       if method == "POST" && env["PATH_INFO"].to_s == "/trim"
         return Mwrap.quiet { breakdown(env["SCRIPT_NAME"].to_s, trimmed: Mwrap.trim) }
+      end
+      if method == "POST" && env["PATH_INFO"].to_s == "/mark"
+        return Mwrap.quiet { preload_page(env, "POST", "/mark") }
       end
       unless method == "GET" || method == "HEAD"
         return Mwrap.quiet do
@@ -75,11 +80,14 @@ module Mwrap
       base = env["SCRIPT_NAME"].to_s
       case path
       when "", "/" then index(base)
-      when %r{\A/each/([^/]*)\z} then each_page(base, Regexp.last_match(1), env["QUERY_STRING"].to_s)
-      when %r{\A/at/(.+)\z}m then at_page(base, location_from(env, Regexp.last_match(1)))
+      when "/each" then preload_page(env, "GET", "/each")
+      when %r{\A/each/([^/]*)\z} then each_redirect(base, Regexp.last_match(1), env["QUERY_STRING"].to_s)
+      when %r{\A/at/(.+)\z}m then preload_page(env, "GET", "/at/#{encoded_location(env, Regexp.last_match(1))}")
+      when "/leaks" then leaks_page(base, env["QUERY_STRING"].to_s)
       when "/heap_pages" then heap_pages
       when "/breakdown" then breakdown(base)
       when "/trim" then error(405, "/trim takes a POST (the button on /breakdown)", "allow" => "POST")
+      when "/mark" then error(405, "/mark takes a POST (the button on the index)", "allow" => "POST")
       else error(404, "not found: #{path.inspect}")
       end
     end
@@ -87,85 +95,70 @@ module Mwrap
     def index(base)
       page("mwrap", <<~HTML)
         <ul>
-        <li><a href="#{h(base)}/each/0">every location</a></li>
-        <li><a href="#{h(base)}/each/1048576">locations above 1 MiB</a></li>
+        <li><a href="#{h(base)}/each">locations by live bytes</a></li>
+        <li><a href="#{h(base)}/each?sort=total">locations by total</a></li>
         <li><a href="#{h(base)}/heap_pages">heap pages</a></li>
         <li><a href="#{h(base)}/breakdown">memory breakdown</a></li>
-        <li><a href="#{h(base)}/each/0?leaks=1&amp;sort=leaked_bytes">leaked memory</a> (scans a copy of
-        the process: the link runs Mwrap.leaks)</li>
+        <li><a href="#{h(base)}/leaks">leaked memory</a> (scans a copy of the process: the link runs
+        Mwrap.leaks)</li>
         </ul>
+        <form method="post" action="#{h(base)}/mark"><button type="submit">mark (baseline of the growth
+        column)</button></form>
         <p>preloaded: #{Mwrap.preloaded?}</p>
       HTML
     end
 
-    def each_page(base, min_text, query)
+    # A page the preload renders from its tables (nil: no preload).
+    def preload_page(env, method, path)
+      status, headers, body = Mwrap.render_page(method, path, env["QUERY_STRING"].to_s, env["SCRIPT_NAME"].to_s)
+      unless status
+        return page("no preload", "<p>This process does not run under mwrap's preload: it has no tables. " \
+                                  "Start it with <code>mwrap</code>.</p>\n")
+      end
+      [status, headers.merge("cache-control" => "no-cache", "content-length" => body.bytesize.to_s), [body]]
+    end
+
+    # mwrap 2.x's /each/MIN?sort=COLUMN: checked, then sent on to /each.
+    def each_redirect(base, min_text, query)
       return error(400, "bad MIN #{min_text.inspect} in /each/MIN: expected a non-negative integer") unless
         min_text.match?(/\A\d+\z/)
 
-      min = Integer(min_text, 10)
       params = query_params(query)
       return params if params.is_a?(Array) # a 400 response
 
-      leaks = params["leaks"] == "1"
-      columns = leaks ? LEAK_COLUMNS : COLUMNS
       sort = params.fetch("sort", "total")
-      unless columns.include?(sort)
-        return error(400, "bad sort column #{sort.inspect}: expected one of #{columns.join(', ')}" \
-                          "#{leaks ? '' : ' (leaked_bytes and leaked_count come with leaks=1)'}")
-      end
+      return error(400, "bad sort column #{sort.inspect}: expected one of #{COLUMNS.join(', ')}") unless
+        COLUMNS.include?(sort)
 
-      leaked = {}
-      if leaks
-        begin
-          leaked = Mwrap.leaks
-        rescue Mwrap::Error => e
-          return error(503, e.message)
-        end
-      end
-      rows = []
-      Mwrap.each(min) do |loc, total, allocations, frees, age_total, max_life|
-        mean_life = frees.zero? ? Float::INFINITY : age_total.fdiv(frees)
-        leaked_bytes, leaked_count = leaked.fetch(loc, [0, 0])
-        rows << { "total" => total, "allocations" => allocations, "frees" => frees, "mean_life" => mean_life,
-                  "max_life" => max_life, "leaked_bytes" => leaked_bytes, "leaked_count" => leaked_count,
-                  "location" => loc }
-      end
-      if sort == "location"
-        rows.sort_by! { |r| r["location"] }
-      else
-        rows.sort_by! { |r| [-r[sort], r["location"]] }
-      end
+      to = "#{base}/each?min=#{Integer(min_text, 10)}&sort=#{sort}"
+      page("moved to #{to}", %(<p><a href="#{h(to)}">#{h(to)}</a></p>\n), status: 301, headers: { "location" => to })
+    end
 
-      extra = leaks ? "leaks=1&amp;" : ""
-      out = +"<p>#{rows.size} locations with a total above #{min} bytes; " \
-             "GC generation #{GC.count}. Click a column to sort by it.</p>\n"
-      out << if leaks
-               leak_summary
-             else
-               %(<p><a href="#{h(base)}/each/#{min}?leaks=1&amp;sort=leaked_bytes">add leaked bytes</a> ) +
-                 "(runs Mwrap.leaks: scans a copy of the process)</p>\n"
-             end
-      out << "<table>\n<tr>"
-      columns.each do |c|
-        out << (c == sort ? "<th>#{c}</th>" : %(<th><a href="#{h(base)}/each/#{min}?#{extra}sort=#{c}">#{c}</a></th>))
+    # /leaks?min=MIN: one scan, the locations with leaked blocks.
+    def leaks_page(base, query)
+      params = query_params(query)
+      return params if params.is_a?(Array)
+
+      min_text = params.fetch("min", "0")
+      return error(400, "bad min #{min_text.inspect}: expected a non-negative integer") unless
+        min_text.match?(/\A\d+\z/)
+
+      leaks = begin
+        Mwrap.leaks(Integer(min_text, 10))
+      rescue Mwrap::Error => e
+        return error(503, e.message)
       end
-      out << "</tr>\n"
-      rows.each do |r|
-        loc = r["location"]
-        # Every byte but A-Z a-z 0-9 _ . ~ - percent-encoded, "/" too: one path segment.
+      rows = +""
+      leaks.each do |loc, (bytes, count)|
         href = "#{base}/at/#{ERB::Util.url_encode(loc)}"
-        out << "<tr>"
-        columns.each do |c|
-          out << case c
-                 when "location" then "<td><a href=\"#{h(href)}\">#{h(loc)}</a></td>"
-                 when "mean_life" then "<td>#{format_life(r[c])}</td>"
-                 else "<td>#{r[c]}</td>"
-                 end
-        end
-        out << "</tr>\n"
+        rows << "<tr><td>#{bytes}</td><td>#{count}</td><td><a href=\"#{h(href)}\">#{h(loc)}</a></td></tr>\n"
       end
-      out << "</table>\n"
-      page("Mwrap.each(#{min})", out)
+      page("leaked memory", <<~HTML)
+        #{leak_summary}<table>
+        <tr><th>leaked_bytes</th><th>leaked_count</th><th>location</th></tr>
+        #{rows}</table>
+        <p><a href="#{h(base)}/">index</a></p>
+      HTML
     end
 
     # One line on the scan Mwrap.leaks just ran.
@@ -185,29 +178,6 @@ module Mwrap
       URI.decode_www_form(query).to_h
     rescue ArgumentError => e
       error(400, "bad query string #{query.inspect}: #{e.message}")
-    end
-
-    def at_page(base, location)
-      loc = Mwrap[location]
-      return error(404, "no allocation was ever made at #{location.inspect}") unless loc
-
-      live = +""
-      loc.each { |size, generation| live << "<tr><td>#{size}</td><td>#{generation}</td></tr>\n" }
-      counters = {
-        "total" => loc.total, "allocations" => loc.allocations, "frees" => loc.frees,
-        "mean_lifespan" => format_life(loc.mean_lifespan), "max_lifespan" => loc.max_lifespan,
-        "live_bytes" => loc.live_bytes, "live_count" => loc.live_count
-      }
-      page("live allocations at #{loc.name}", <<~HTML)
-        <p><a href="#{h(base)}/each/0">every location</a>; GC generation #{GC.count}</p>
-        <table>
-        #{counters.map { |k, v| "<tr><th>#{k}</th><td>#{h(v.to_s)}</td></tr>" }.join("\n")}
-        </table>
-        <h2>live allocations</h2>
-        <table>
-        <tr><th>size</th><th>generation</th></tr>
-        #{live}</table>
-      HTML
     end
 
     def heap_pages
@@ -260,10 +230,11 @@ module Mwrap
       HTML
     end
 
-    # The location named by the /at/ path. Servers differ: WEBrick decodes
-    # PATH_INFO and squeezes "//", Puma and Rack::MockRequest leave it
-    # encoded. The raw request URI, when there is one, is used as sent.
-    def location_from(env, path_rest)
+    # The /at/ path's location, percent-encoded for the preload's page.
+    # Servers differ: WEBrick decodes PATH_INFO and squeezes "//", Puma and
+    # Rack::MockRequest leave it encoded. The raw request URI, when there
+    # is one, is used as sent; a decoded PATH_INFO is encoded again.
+    def encoded_location(env, path_rest)
       uri = env["REQUEST_URI"].to_s
       raw = begin
         URI.parse(uri).path if uri != ""
@@ -271,13 +242,11 @@ module Mwrap
         nil
       end
       encoded = raw && raw[%r{/at/([^/]+)\z}, 1]
-      # Decoded as bytes, then named in UTF-8 as Mwrap.each names locations
-      # (a "%" not followed by two hex digits stays as it is).
-      URI_DECODER.unescape((encoded || path_rest).b).force_encoding(Encoding::UTF_8)
-    end
+      return encoded if encoded
 
-    def format_life(value)
-      value.finite? ? format("%0.3f", value) : value.to_s
+      # Decoded as bytes (a "%" not followed by two hex digits stays), then
+      # every byte but A-Z a-z 0-9 _ . ~ - encoded again.
+      URI_DECODER.unescape(path_rest.b).b.gsub(/[^A-Za-z0-9_.~-]/n) { |c| format("%%%02X", c.ord) }
     end
 
     # HTML-escaped; names that are not valid UTF-8 (a binary path) are

@@ -55,20 +55,17 @@ pub fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
 /// The value of `name` in a query string (`a=1&b=2`, `+` a space), the
 /// last one when it is repeated.
 pub fn query_value(query: &[u8], name: &[u8]) -> Option<Vec<u8>> {
-    query
-        .split(|&c| c == b'&')
-        .rev()
-        .find_map(|pair| {
-            let mut kv = pair.splitn(2, |&c| c == b'=');
-            let key = kv.next()?;
-            let value = kv.next().unwrap_or(b"");
-            let plus = |b: &[u8]| -> Vec<u8> {
-                b.iter()
-                    .map(|&c| if c == b'+' { b' ' } else { c })
-                    .collect()
-            };
-            (percent_decoded(&plus(key)) == name).then(|| percent_decoded(&plus(value)))
-        })
+    query.split(|&c| c == b'&').rev().find_map(|pair| {
+        let mut kv = pair.splitn(2, |&c| c == b'=');
+        let key = kv.next()?;
+        let value = kv.next().unwrap_or(b"");
+        let plus = |b: &[u8]| -> Vec<u8> {
+            b.iter()
+                .map(|&c| if c == b'+' { b' ' } else { c })
+                .collect()
+        };
+        (percent_decoded(&plus(key)) == name).then(|| percent_decoded(&plus(value)))
+    })
 }
 
 #[cfg(test)]

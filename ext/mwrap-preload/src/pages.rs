@@ -432,10 +432,22 @@ fn at(base: &[u8], encoded: &[u8], out: &mut impl Respond) {
         ("frees", s.frees),
         ("live_bytes", s.live_bytes),
         ("live_count", s.live_count),
-        ("max_lifespan", s.max_lifespan),
     ] {
         html.extend_from_slice(format!("<tr><th>{k}</th><td>{v}</td></tr>\n").as_bytes());
     }
+    let mean = if s.frees == 0 {
+        "Infinity".to_string()
+    } else {
+        format!("{:.3}", s.age_total as f64 / s.frees as f64)
+    };
+    html.extend_from_slice(
+        format!(
+            "<tr><th>mean_lifespan</th><td>{mean}</td></tr>\n\
+             <tr><th>max_lifespan</th><td>{}</td></tr>\n",
+            s.max_lifespan
+        )
+        .as_bytes(),
+    );
     html.extend_from_slice(
         b"</table>\n<h2>live allocations by birth generation</h2>\n<table>\n\
           <tr><th>generation</th><th>count</th><th>bytes</th></tr>\n",

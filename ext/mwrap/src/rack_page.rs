@@ -3,7 +3,7 @@
 //! for `Mwrap::RackApp`, so that the Rack app serves the same pages, with
 //! the same paging, as the endpoint (and does not build them in Ruby).
 
-use magnus::{function, Error, RArray, RHash, RString, Ruby};
+use magnus::{function, prelude::*, Error, RArray, RHash, RString, Ruby};
 
 use crate::args::{no_memory, string_arg};
 use crate::preload;
@@ -15,7 +15,8 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
 }
 
 /// `[status, headers, body]` (headers a Hash of lowercase names, body a
-/// binary String), or nil without the preload.
+/// String, UTF-8 for a text page, binary otherwise), or nil without the
+/// preload.
 fn render_page(
     ruby: &Ruby,
     method: magnus::Value,
@@ -58,6 +59,9 @@ fn render_page(
         }
     }
     let body = RString::from_slice(&page.body);
+    if page.content_type.ends_with(b"charset=utf-8") {
+        let _: magnus::Value = body.funcall("force_encoding", ("UTF-8",))?;
+    }
     let out = ruby.ary_new_capa(3);
     out.push(page.status)?;
     out.push(headers)?;

@@ -1,0 +1,100 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "support/mwrap_api"
+
+MwrapSpecHelpers.require_extension!
+
+# The endpoint's pages, rendered by the preload (the same renderer serves
+# the unix socket and Mwrap::RackApp, through Mwrap.render_page).
+RSpec.describe "endpoint pages" do
+  before { require_preload! }
+
+  def rows(html)
+    html.scan(%r{<tr>(.*?)</tr>}m).map { |(r)| r.scan(%r{<t[dh]>(.*?)</t[dh]>}m).flatten }
+  end
+
+  it "pages /each by any column, counts growth since POST /mark, and resets on POST /reset" do
+    Dir.mktmpdir do |dir|
+      code = MwrapApiHelpers::SHOW + <<~'RUBY'
+        require "mwrap"
+        page = ->(method, path, query = "") { Mwrap.render_page(method, path, query, "") }
+        keep = []
+        30.times { |i| eval("keep << ('x' * #{1000 + i})", binding, "site#{i}.rb", 1) } # sites
+        show :first, page.("GET", "/each", "limit=5")
+        show :second, page.("GET", "/each", "limit=5&offset=5")
+        show :by_total, page.("GET", "/each", "limit=3&sort=total&min=1000")
+        show :mark, page.("POST", "/mark")
+        keep << ("y" * 50_000) # grew
+        show :growth, page.("GET", "/each", "limit=2&sort=growth")
+        show :bad, [page.("GET", "/each", "offset=x"), page.("GET", "/each", "sort=size"), page.("GET", "/nope"),
+                    page.("POST", "/each")].map { |st, h, b| [st, h["allow"], b[%r{<h1>(.*?)</h1>}, 1]] }
+        show :reset, page.("POST", "/reset")[2]
+        show :after_reset, page.("GET", "/each", "limit=3")[2]
+      RUBY
+      path, out = run_api(code, dir: dir)
+      v = values(out)
+      status, headers, body = v[:first]
+      expect(status).to eq(200)
+      expect(headers["content-type"]).to eq("text/html; charset=utf-8")
+      header, *first = rows(body)
+      expect(header.map { |c| c.gsub(/<[^>]*>/, "") })
+        .to eq(%w[total allocations frees live_bytes live_count growth mean_life max_life location])
+      expect(header[3]).to eq("live_bytes") # the sorted column, unlinked
+      expect(first.size).to eq(5)
+      lives = first.map { |r| Integer(r[3]) }
+      expect(lives).to eq(lives.sort.reverse)
+      second = rows(v[:second][2]).drop(1)
+      expect(second.size).to eq(5)
+      expect(Integer(second.first[3])).to be <= lives.last
+      expect(v[:second][2]).to include("previous page", "next page")
+      expect(body).to match(/\d+ locations with a total above 0 bytes; rows 1–5 by live_bytes/)
+      totals = rows(v[:by_total][2]).drop(1).map { |r| Integer(r[0]) }
+      expect(totals).to eq(totals.sort.reverse)
+      expect(totals).to all(be > 1000)
+
+      expect(v[:mark][0]).to eq(200)
+      expect(v[:mark][2]).to match(/\Amarked \d+ locations\n\z/)
+      grew = rows(v[:growth][2]).drop(1).first
+      expect(grew.last).to include("#{path}:#{line_of(code, '# grew')}")
+      expect(Integer(grew[5])).to eq(50_001) # live since the mark
+      expect(v[:growth][2]).to include("growth: live bytes since the mark.")
+
+      expect(v[:bad]).to eq([
+        [400, nil, "bad offset &quot;x&quot;: expected an integer from 0 to 4294967295"],
+        [400, nil, "bad sort column &quot;size&quot;: expected one of total, allocations, frees, live_bytes, " \
+                   "live_count, growth, mean_life, max_life, location"],
+        [404, nil, "not found: /nope"],
+        [405, "GET, HEAD", "method not allowed (only GET, HEAD)"]
+      ])
+      expect(v[:reset]).to eq("reset\n")
+      expect(rows(v[:after_reset]).drop(1).map { |r| Integer(r[0]) }.sum).to be < 100_000
+    end
+  end
+
+  it "serves a table of 100,000 locations in pages under 1 MB, and 20 views grow RSS by under 5 MB" do
+    Dir.mktmpdir do |dir|
+      code = MwrapApiHelpers::SHOW + <<~'RUBY'
+        require "mwrap"
+        keep = []
+        100_000.times { |i| eval("keep << 'x' * 100", binding, "f#{i}.rb", 1) }
+        rss = -> { File.read("/proc/self/status")[/^VmRSS:\s+(\d+)/, 1].to_i * 1024 }
+        sizes = []
+        page = Mwrap.render_page("GET", "/each", "", "") # warm the call site
+        before = rss.call
+        20.times do |i|
+          sort = %w[live_bytes total location growth][i % 4]
+          sizes << Mwrap.render_page("GET", "/each", "sort=#{sort}", "")[2].bytesize
+        end
+        show :sizes, sizes
+        show :grown, rss.call - before
+        show :count, page[2][/(\d+) locations with a total above/, 1].to_i
+      RUBY
+      _, out = run_api(code, dir: dir, timeout: 300)
+      v = values(out)
+      expect(v[:count]).to be >= 100_000
+      expect(v[:sizes].max).to be < 1_000_000
+      expect(v[:grown]).to be < 5 * 1024 * 1024
+    end
+  end
+end
