@@ -62,7 +62,7 @@ Gem::Specification.new do |s|
   s.files = files.sort
 
   s.bindir = "exe"
-  s.executables = ["mwrap"]
+  s.executables = ["mwrap", "mwrapctl"]
   s.require_paths = ["lib"]
   s.extensions = ["ext/mwrap/extconf.rb"]
 end

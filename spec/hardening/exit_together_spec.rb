@@ -94,12 +94,30 @@ RSpec.describe "hardening: processes that exit together" do
     expect(dump_rows(File.read(File.join(tmp, "100%-#{pid}.txt")))).not_to be_empty
   end
 
+  it "names the dump by the time it is written with %t, leaving no file of the start-up time" do
+    template = File.join(tmp, "dump.%p.%t.log")
+    # The program runs into the next second, so a file made at start-up
+    # would carry another time than the dump.
+    code = "t = Time.now.to_i; x = nil; x = 'x' * 100 until Time.now.to_i > t; puts $$"
+    before = Time.now.to_i
+    r = with_preload(RbConfig.ruby, "-e", code, env: { "MWRAP" => "dump_path:#{template}" })
+    after = Time.now.to_i
+    expect(r.stderr).to eq("")
+    pid = r.stdout.to_i
+    files = Dir.children(tmp)
+    expect(files.size).to eq(1), files.inspect
+    expect(files.first).to match(/\Adump\.#{pid}\.(\d+)\.log\z/)
+    written = Integer(files.first[/\.(\d+)\.log\z/, 1])
+    expect(written).to be_between(before + 1, after)
+    expect(File.size(File.join(tmp, files.first))).to be > 0
+  end
+
   it "reports an unknown % sequence in one stderr line naming it, and writes no file" do
     ["x%q", "y%"].each do |name|
       path = File.join(tmp, name)
       seq = name[/%.?\z/]
       line = "mwrap: ignoring bad MWRAP entries: dump_path \"#{path}\" has an unknown % sequence " \
-             "\"#{seq}\" (%p is the pid, %% a %)\n"
+             "\"#{seq}\" (%p is the pid, %t the time in Unix seconds, %% a %)\n"
       plain = without_preload(RbConfig.ruby, "-e", "puts 1", env: { "MWRAP" => "dump_path:#{path}" })
       expect([plain.stdout, plain.stderr, plain.exitstatus]).to eq(["1\n", "", 0])
       r = with_preload(RbConfig.ruby, "-e", "puts 1", env: { "MWRAP" => "dump_path:#{path}" })

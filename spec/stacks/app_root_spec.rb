@@ -103,7 +103,10 @@ RSpec.describe "app_root" do
     show :off, Mwrap.app_root
     200.times { |i| DocStore.parse("a\#{i},b,c") }; without_root = __LINE__
     show :lib_without_root, lib.call - before
-    show :without_root, Mwrap["\#{__FILE__}:\#{without_root}"].total
+    # nil when the line allocated nothing itself: whether a table Ruby
+    # grows during the loop does so with the line's frame or the
+    # library's on top varies from build to build
+    show :without_root, Mwrap["\#{__FILE__}:\#{without_root}"]&.total.to_i
     ["/nonexistent/app_root_dir", __FILE__].each do |bad|
       Mwrap.app_root = bad
     rescue ArgumentError => e

@@ -33,7 +33,8 @@ pub enum DumpFormat {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// File the exit dump is appended to (opened O_APPEND|O_CREAT), as
-    /// given: `%p` stands for the pid (see [`expand_dump_path`]).
+    /// given: `%p` stands for the pid, `%t` for the time in Unix seconds
+    /// (see [`expand_dump_path`]).
     pub dump_path: Option<Vec<u8>>,
     /// Descriptor the exit dump is written to.
     pub dump_fd: Option<i32>,
@@ -95,7 +96,7 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
                     problems.push("dump_path holds a NUL byte".to_string());
                 } else if let Err(seq) = check_dump_path(val) {
                     problems.push(format!(
-                        "dump_path {} has an unknown % sequence {} (%p is the pid, %% a %)",
+                        "dump_path {} has an unknown % sequence {} (%p is the pid, %t the time in Unix seconds, %% a %)",
                         quoted(val),
                         quoted(seq)
                     ));
@@ -197,7 +198,7 @@ fn check_dump_path(template: &[u8]) -> Result<(), &[u8]> {
     while i < template.len() {
         if template[i] == b'%' {
             match template.get(i + 1) {
-                Some(b'p') | Some(b'%') => i += 2,
+                Some(b'p') | Some(b't') | Some(b'%') => i += 2,
                 Some(_) => return Err(&template[i..i + 2]),
                 None => return Err(&template[i..]),
             }
@@ -208,15 +209,30 @@ fn check_dump_path(template: &[u8]) -> Result<(), &[u8]> {
     Ok(())
 }
 
-/// A dump_path template with `%p` replaced by `pid` and `%%` by `%`
-/// (the template was checked by [`parse`]).
-pub fn expand_dump_path(template: &[u8], pid: u32, out: &mut Vec<u8>) {
+/// Whether a dump_path template names a file by the time it is written
+/// (`%t`), so that checking it at start-up names another file.
+pub fn dump_path_has_time(template: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 1 < template.len() {
+        match (template[i], template[i + 1]) {
+            (b'%', b't') => return true,
+            (b'%', _) => i += 2,
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+/// A dump_path template with `%p` replaced by `pid`, `%t` by
+/// `unix_seconds` and `%%` by `%` (the template was checked by [`parse`]).
+pub fn expand_dump_path(template: &[u8], pid: u32, unix_seconds: u64, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < template.len() {
         match (template[i], template.get(i + 1)) {
-            (b'%', Some(b'p')) => {
+            (b'%', Some(c @ (b'p' | b't'))) => {
+                let n = if *c == b'p' { pid as u64 } else { unix_seconds };
                 let mut digits = Vec::new();
-                crate::format::TextOut::push_decimal(&mut digits, pid as u64, 0);
+                crate::format::TextOut::push_decimal(&mut digits, n, 0);
                 out.extend_from_slice(&digits);
                 i += 2;
             }
@@ -388,10 +404,18 @@ mod tests {
         let (o, p) = parse(b"dump_path:/tmp/w.%p.%%.log");
         assert!(p.is_empty(), "{p:?}");
         let mut out = Vec::new();
-        expand_dump_path(o.dump_path.as_deref().unwrap(), 4242, &mut out);
+        expand_dump_path(o.dump_path.as_deref().unwrap(), 4242, 1, &mut out);
         assert_eq!(out, b"/tmp/w.4242.%.log");
+        assert!(!dump_path_has_time(o.dump_path.as_deref().unwrap()));
+        let (o, p) = parse(b"dump_path:/tmp/w.%p.%t.log");
+        assert!(p.is_empty(), "{p:?}");
+        out.clear();
+        expand_dump_path(o.dump_path.as_deref().unwrap(), 7, 1764687600, &mut out);
+        assert_eq!(out, b"/tmp/w.7.1764687600.log");
+        assert!(dump_path_has_time(b"/x/%t"));
+        assert!(!dump_path_has_time(b"/x/%%t"));
         for bad in [
-            &b"dump_path:/tmp/%t"[..],
+            &b"dump_path:/tmp/%q"[..],
             b"dump_path:/tmp/x%",
             b"dump_path:%s%p",
         ] {

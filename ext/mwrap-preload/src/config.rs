@@ -245,7 +245,13 @@ fn absolute(path: &[u8]) -> Result<Vec<u8>, i32> {
 /// reader an early end of file.
 fn check_dump_path(template: &[u8]) -> Result<(), i32> {
     let mut path = Vec::new();
-    options::expand_dump_path(template, std::process::id(), &mut path);
+    options::expand_dump_path(template, std::process::id(), unix_seconds(), &mut path);
+    if options::dump_path_has_time(template) {
+        // The file is named when it is written: check only that its
+        // directory takes a new file (creating one now would leave an
+        // empty file of the start-up time behind).
+        return check_directory_of(&path);
+    }
     path.push(0);
     let c = path.as_ptr().cast();
     errno::preserved(|| {
@@ -268,6 +274,44 @@ fn check_dump_path(template: &[u8]) -> Result<(), i32> {
         // SAFETY: our own descriptor.
         unsafe { libc::close(fd) };
         Ok(())
+    })
+}
+
+/// Seconds since the Unix epoch (`%t` of a dump_path).
+pub fn unix_seconds() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills a plain struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec.max(0) as u64
+}
+
+/// Whether a new file can be made in the directory of `path`.
+fn check_directory_of(path: &[u8]) -> Result<(), i32> {
+    let dir = match path.iter().rposition(|&c| c == b'/') {
+        Some(0) => b"/".to_vec(),
+        Some(i) => path[..i].to_vec(),
+        None => b".".to_vec(),
+    };
+    let mut c = dir;
+    c.push(0);
+    errno::preserved(|| {
+        // SAFETY: a NUL-terminated path.
+        let rc = unsafe {
+            libc::faccessat(
+                libc::AT_FDCWD,
+                c.as_ptr().cast(),
+                libc::W_OK | libc::X_OK,
+                libc::AT_EACCESS,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(errno::get())
+        }
     })
 }
 

@@ -151,7 +151,12 @@ fn write_dump(config: &Config, text: &[u8]) {
     }
     if let Some(template) = &config.dump_path {
         let mut path = Vec::new();
-        options::expand_dump_path(template, std::process::id(), &mut path);
+        options::expand_dump_path(
+            template,
+            std::process::id(),
+            crate::config::unix_seconds(),
+            &mut path,
+        );
         let what = format!("dump_path {}", options::quoted(&path));
         match open_dump_path(&path) {
             Ok(fd) => {

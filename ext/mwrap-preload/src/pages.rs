@@ -43,6 +43,7 @@ pub trait Respond {
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 const HTML: &str = "text/html; charset=utf-8";
+const TSV: &str = "text/tab-separated-values; charset=utf-8";
 
 /// Answers `req`.
 pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
@@ -283,6 +284,9 @@ fn each(base: &[u8], query: &[u8], out: &mut impl Respond) {
     let Some((rows, table_size)) = picked else {
         return error(base, out, 500, b"this thread has no record");
     };
+    if query_value(query, b"format").as_deref() == Some(b"tsv") {
+        return each_tsv(&rows, table_size, out);
+    }
     out.head(200, HTML, &[]);
     let mut html = page_start(&format!("locations above {min} bytes, by {}", sort.name()));
     html.extend_from_slice(
@@ -377,6 +381,43 @@ fn each(base: &[u8], query: &[u8], out: &mut impl Respond) {
     }
     out.body(b"</table>\n");
     out.body(PAGE_END);
+}
+
+/// `/each?format=tsv`: the same rows as tab-separated text for programs
+/// (`mwrapctl top`): a `#` line with the table's size, a header line, a
+/// line per row; names as every output prints them (no tab or newline).
+fn each_tsv(rows: &[Candidate], table_size: usize, out: &mut impl Respond) {
+    out.head(200, TSV, &[]);
+    let names: Vec<&str> = Column::ALL.iter().map(|c| c.name()).collect();
+    out.body(format!("# {table_size} locations\n{}\n", names.join("\t")).as_bytes());
+    let mut line = Vec::new();
+    for row in rows {
+        line.clear();
+        let s = &row.snapshot;
+        let growth = row.growth.map_or("-".to_string(), |g| g.to_string());
+        let life = row.mean_life();
+        let life = if life.is_finite() {
+            format!("{life:.3}")
+        } else {
+            "Infinity".to_string()
+        };
+        line.extend_from_slice(
+            format!(
+                "{}\t{}\t{}\t{}\t{}\t{growth}\t{life}\t{}\t",
+                s.total, s.allocations, s.frees, s.live_bytes, s.live_count, s.max_lifespan
+            )
+            .as_bytes(),
+        );
+        if row.name.is_empty() {
+            if let Some(key) = SITES.key(row.id) {
+                let _ = read::name_key(key, SITES.files(), &Symbols, &mut line);
+            }
+        } else {
+            line.extend_from_slice(&row.name);
+        }
+        line.push(b'\n');
+        out.body(&line);
+    }
 }
 
 /// `/at/LOCATION`: one location's counters, its live allocations by the
