@@ -20,6 +20,8 @@ pub struct Request<'a> {
     /// The path, percent-encoded as sent, without the query.
     pub path: &'a [u8],
     /// What follows `?`, or empty.
+    // No page reads it yet; the server fills it for those to come.
+    #[allow(dead_code)]
     pub query: &'a [u8],
 }
 
@@ -100,7 +102,8 @@ mod tests {
     impl Respond for Recorded {
         fn head(&mut self, status: u16, content_type: &str, extra: &[(&str, &str)]) {
             self.status = status;
-            self.headers.push(("content-type".into(), content_type.into()));
+            self.headers
+                .push(("content-type".into(), content_type.into()));
             self.headers
                 .extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         }
