@@ -501,6 +501,7 @@ fn serve(conn: i32) {
                     "forbidden: the peer's uid {peer} is neither this process's ({uid}) nor root\n"
                 ),
             );
+            drain(conn);
             return;
         }
     }
@@ -512,6 +513,7 @@ fn serve(conn: i32) {
                 400,
                 &format!("bad request: the request head is larger than {HEAD_LIMIT} bytes\n"),
             );
+            drain(conn);
             return;
         }
         // SAFETY: reads into the unfilled rest of `head`.
@@ -575,6 +577,29 @@ fn serve(conn: i32) {
                 return;
             }
         }
+    }
+}
+
+/// After an answer sent without reading the whole request: ends our side,
+/// then reads what the client sends until it closes (at most
+/// [`HEAD_LIMIT`] bytes more, within the read timeout), so that closing
+/// with unread bytes does not reset the connection before the client has
+/// read the answer.
+fn drain(conn: i32) {
+    // SAFETY: shutdown of our connection's write side.
+    unsafe { libc::shutdown(conn, libc::SHUT_WR) };
+    let mut sink = [0u8; 4096];
+    let mut left = HEAD_LIMIT;
+    while left > 0 {
+        // SAFETY: reads into `sink`.
+        let n = unsafe { libc::read(conn, sink.as_mut_ptr().cast(), sink.len()) };
+        if n < 0 && errno::get() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        left = left.saturating_sub(n as usize);
     }
 }
 
