@@ -742,7 +742,8 @@ mod tests {
         assert_eq!(&p.bytes[..p.len + 1], b"/run/mwrap/4194304.sock\0");
         let p = SocketPath::new(b"/d", 0).unwrap();
         assert_eq!(&p.bytes[..p.len], b"/d/0.sock");
-        assert!(SocketPath::new(&[b'x'; 100], 1).is_none());
+        assert!(SocketPath::new(&[b'x'; 100], 1).is_some()); // 107 bytes and the NUL
+        assert!(SocketPath::new(&[b'x'; 101], 1).is_none());
     }
 
     #[test]
