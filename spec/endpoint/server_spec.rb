@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require_relative "../spec_helper"
+require_relative "../hardening/hardening_helper"
 require "json"
 require "socket"
 require "timeout"
@@ -150,6 +151,25 @@ RSpec.describe "the endpoint on a unix socket (MWRAP=socket_dir)" do
       expect(result).to be_success, result.describe
       expect(result.stderr).to eq("")
       expect(Dir.children(dir)).to eq([])
+    end
+  end
+
+  # spec/hardening/native/signal_handler.c: a SIGALRM handler that
+  # interrupted malloc or free (often our hook, holding a table lock)
+  # forks; the child returns from the handler, allocates and exits. Its
+  # endpoint thread is started from the fork handler, in that context.
+  it "starts a fork child's endpoint when the fork came from a signal handler inside malloc" do
+    extend HardeningHelpers
+    need_cc!
+    prog = native("signal_handler", flags: ["-rdynamic"])
+    10.times do
+      Dir.mktmpdir do |dir|
+        r = with_preload(prog, "child", "1000", env: env_for(dir))
+        expect(r).to be_success, r.describe
+        expect(r.stderr).to eq("")
+        expect(r.stdout).to match(/\Achild pid \d+ iterations \d+\nparent pid \d+ iterations \d+\n\z/)
+        expect(Dir.children(dir)).to eq([])
+      end
     end
   end
 
