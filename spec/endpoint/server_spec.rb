@@ -190,6 +190,16 @@ RSpec.describe "the endpoint on a unix socket (MWRAP=socket_dir)" do
     end
   end
 
+  # glibc's setuid signals every thread (SIGSETXID) and waits for each:
+  # the endpoint's thread must not block that signal.
+  it "lets the program setuid (every thread takes glibc's signal)" do
+    skip "needs root (setuid)" unless Process.euid.zero?
+    Dir.mktmpdir do |dir|
+      r = run_ruby("-e", "Process::Sys.setuid(65534); p Process.euid", env: env_for(dir), timeout: 20)
+      expect([r.stdout, r.stderr, r.exitstatus]).to eq(["65534\n", "", 0])
+    end
+  end
+
   context "a client of another uid" do
     before do
       skip "needs root (setpriv --reuid)" unless Process.euid.zero?

@@ -355,33 +355,55 @@ fn listening(path: &SocketPath) -> Result<i32, (&'static str, i32)> {
     Ok(fd)
 }
 
+/// Every signal but glibc's two internal ones (32: thread cancellation,
+/// 33: `setuid` and friends, which signal every thread and wait for each:
+/// blocked here, a `setuid` in the program would never return). Blocking
+/// goes through the system call, as in `dump`: a `pthread_sigmask` of the
+/// program's (or another preload's) is never called.
+const BLOCKED: u64 = !((1 << (32 - 1)) | (1 << (33 - 1)));
+/// The kernel's sigset size.
+const SIGSET_BYTES: usize = 8;
+
+/// This thread's signal mask set to `mask`; the mask it had.
+fn set_signal_mask(mask: u64) -> u64 {
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask with 8-byte sets, as the kernel expects.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask,
+            &mut old,
+            SIGSET_BYTES as libc::c_long,
+        )
+    };
+    old
+}
+
 /// Starts the detached server thread, with every signal blocked from its
 /// first instruction (it inherits the mask it is created under).
 fn spawn() -> Result<(), i32> {
-    // SAFETY: pthread_attr_t and sigset_t are plain structs, initialised
-    // by their init functions below.
+    // SAFETY: pthread_attr_t is a plain struct, initialised by
+    // pthread_attr_init below.
     let mut attr: libc::pthread_attr_t = unsafe { core::mem::zeroed() };
-    // SAFETY: as above.
-    let mut all: libc::sigset_t = unsafe { core::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
     // SAFETY: initialises `attr`, which is destroyed below.
     let rc = unsafe { libc::pthread_attr_init(&mut attr) };
     if rc != 0 {
         return Err(rc);
     }
-    // SAFETY: `attr` is initialised; the sets are ours.
-    let rc = unsafe {
-        libc::pthread_attr_setstacksize(&mut attr, STACK_BYTES);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let mut thread: libc::pthread_t = 0;
-        let rc = libc::pthread_create(&mut thread, &attr, serve_forever, core::ptr::null_mut());
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
-        rc
-    };
+    // SAFETY: `attr` is initialised (a size above PTHREAD_STACK_MIN).
+    unsafe { libc::pthread_attr_setstacksize(&mut attr, STACK_BYTES) };
+    // SAFETY: as above.
+    unsafe { libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED) };
+    let old = set_signal_mask(BLOCKED);
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `attr` is initialised; `serve_forever` takes no argument and
+    // lives as long as the library (never unloaded: it is preloaded).
+    let rc =
+        unsafe { libc::pthread_create(&mut thread, &attr, serve_forever, core::ptr::null_mut()) };
+    set_signal_mask(old);
+    // SAFETY: `attr` was initialised above and is not used after.
+    unsafe { libc::pthread_attr_destroy(&mut attr) };
     if rc != 0 {
         Err(rc)
     } else {
@@ -428,6 +450,14 @@ fn accept_loop() {
                 _ => return,
             }
         }
+        // Moved high at once: the low number is the program's next open's.
+        let conn = match dup_high(conn) {
+            Ok(high) => {
+                close(conn);
+                high
+            }
+            Err(_) => conn,
+        };
         CONN_FD.store(conn, Ordering::Release);
         serve(conn);
         if CONN_FD.swap(-1, Ordering::AcqRel) == conn {
