@@ -16,6 +16,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "bt",
     "ruby_bt",
     "app_root",
+    "socket_dir",
 ];
 
 /// What the exit dump is written as.
@@ -54,6 +55,9 @@ pub struct Options {
     /// Allocations are charged to the innermost Ruby frame whose file is
     /// under this directory, as given (the preload checks it exists).
     pub app_root: Option<Vec<u8>>,
+    /// The directory of the per-process endpoint: the preload listens on
+    /// `DIR/PID.sock` (see [`socket_dir_fits`]).
+    pub socket_dir: Option<Vec<u8>>,
 }
 
 /// Most frames `bt` and `ruby_bt` take.
@@ -163,6 +167,17 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
                     opts.app_root = Some(val.to_vec());
                 }
             }
+            b"socket_dir" => {
+                if val.is_empty() {
+                    problems.push("socket_dir is empty".to_string());
+                } else if val.contains(&0) {
+                    problems.push("socket_dir holds a NUL byte".to_string());
+                } else if !socket_dir_fits(val) {
+                    problems.push(socket_dir_too_long(val));
+                } else {
+                    opts.socket_dir = Some(val.to_vec());
+                }
+            }
             _ => {
                 problems.push(format!("unknown key {}", quoted(key)));
                 unknown_keys = true;
@@ -189,6 +204,29 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
         opts.dump_leaks = false;
     }
     (opts, problems)
+}
+
+/// `sun_path` of a unix socket address: the socket's path and its NUL.
+pub const SUN_PATH_BYTES: usize = 108;
+
+/// The longest `/PID.sock` a socket_dir must leave room for: Linux pids
+/// are at most 4194304 (`pid_max`'s ceiling), 7 digits.
+pub const SOCKET_NAME_BYTES: usize = "/4194304.sock".len();
+
+/// Whether `DIR/PID.sock` fits a unix socket address for every pid.
+pub fn socket_dir_fits(dir: &[u8]) -> bool {
+    dir.len() + SOCKET_NAME_BYTES < SUN_PATH_BYTES
+}
+
+/// The problem of a socket_dir too long for a unix socket path.
+pub fn socket_dir_too_long(dir: &[u8]) -> String {
+    format!(
+        "socket_dir {} is too long for a unix socket: {} bytes, at most {} (DIR/PID.sock must fit in {} bytes)",
+        quoted(dir),
+        dir.len(),
+        SUN_PATH_BYTES - 1 - SOCKET_NAME_BYTES,
+        SUN_PATH_BYTES
+    )
 }
 
 /// Checks the `%` sequences of a dump_path: `%p` and `%%`; the bad
@@ -454,5 +492,31 @@ mod tests {
         assert!(p[1].starts_with("ruby_bt \"-1\""));
         assert!(p[3].contains("app_root is empty"));
         assert_eq!(p[4], "dump_format \"xml\" is not text, folded or json");
+    }
+
+    #[test]
+    fn socket_dir_is_a_short_enough_path() {
+        let (o, p) = parse(b"socket_dir:/run/user/1000/mwrap");
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(o.socket_dir.as_deref(), Some(&b"/run/user/1000/mwrap"[..]));
+        assert!(!o.wants_dump());
+        let longest = vec![b'd'; SUN_PATH_BYTES - 1 - SOCKET_NAME_BYTES];
+        assert!(socket_dir_fits(&longest));
+        let mut entry = b"socket_dir:".to_vec();
+        entry.extend_from_slice(&longest);
+        entry.push(b'd');
+        let (o, p) = parse(&entry);
+        assert_eq!(o.socket_dir, None);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("socket_dir \"ddd")
+                && p[0].contains("is too long for a unix socket: 95 bytes, at most 94"),
+            "{p:?}"
+        );
+        let (o, p) = parse(b"socket_dir:");
+        assert_eq!(
+            (o.socket_dir, &p[..]),
+            (None, &["socket_dir is empty".to_string()][..])
+        );
     }
 }

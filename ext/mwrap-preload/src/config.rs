@@ -70,7 +70,7 @@ pub fn identity(fd: i32) -> Result<(u64, u64), i32> {
 
 /// A close-on-exec copy of `fd` numbered high, out of the way of the low
 /// numbers programs expect to get from `open`.
-fn dup_high(fd: i32) -> Result<i32, i32> {
+pub fn dup_high(fd: i32) -> Result<i32, i32> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -109,6 +109,8 @@ pub struct Config {
     /// The working directory at start-up (absolute), which Ruby's relative
     /// file names are relative to; None if it could not be had.
     pub start_dir: Option<Vec<u8>>,
+    /// The `socket_dir` of the endpoint, absolute (checked by `server`).
+    pub socket_dir: Option<Vec<u8>>,
 }
 
 impl Config {
@@ -174,6 +176,17 @@ pub fn from_env() -> Config {
         match app_root(dir, config.start_dir.as_deref()) {
             Ok(root) => config.app_root = Some(root),
             Err(e) => problems.push(format!("app_root {}: {e}", options::quoted(dir))),
+        }
+    }
+    if let Some(dir) = &options.socket_dir {
+        match errno::preserved(|| absolute(dir)) {
+            Ok(abs) if options::socket_dir_fits(&abs) => config.socket_dir = Some(abs),
+            Ok(abs) => problems.push(options::socket_dir_too_long(&abs)),
+            Err(e) => problems.push(format!(
+                "socket_dir {}: cannot make it absolute: {}",
+                options::quoted(dir),
+                strerror(e)
+            )),
         }
     }
     if let Some(line) = options::problems_line(&problems) {

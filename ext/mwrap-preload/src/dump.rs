@@ -78,12 +78,12 @@ fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<V
             None
         };
         let memory = (format == RENDER_JSON).then(|| memory_breakdown(&cx));
-        let extras = crate::query::DumpExtras {
+        let extras = crate::formats::DumpExtras {
             leaks: leaks.as_ref(),
             memory: memory.as_ref().map(|rows| &rows[..]),
         };
         text.try_reserve(SITES.site_count() as usize * 80).ok()?;
-        crate::query::render_format(&cx, format, opts.dump_min, &extras, &mut text).ok()?;
+        crate::formats::render_format(&cx, format, opts.dump_min, &extras, &mut text).ok()?;
     }
     if opts.dump_heap != 0 {
         let mut pages: Vec<HeapPageInfo> = Vec::new();

@@ -1,13 +1,14 @@
 //! Start-up, once, when the preload is initialised or on the first tracked
 //! allocation if that comes first, in this order: read
 //! `MWRAP` (and set up the dump's destinations), look for Ruby, switch the
-//! fork gate to its cheap side, and register the fork handlers. Runs with
+//! fork gate to its cheap side, register the fork handlers, and start the
+//! endpoint (`MWRAP=socket_dir`, see `server`). Runs with
 //! the recursion guard held, so whatever it allocates is untracked.
 
 use crate::state::{
     begin_start, finish_start, set_app_root, set_frame_counts, started, CONFIG, GATE,
 };
-use crate::{config, lifecycle, per_thread, ruby, unwind};
+use crate::{config, lifecycle, per_thread, ruby, server, unwind};
 
 #[cold]
 pub fn start() {
@@ -23,6 +24,8 @@ pub fn start() {
     GATE.use_membarrier();
     lifecycle::register_fork_handlers();
     finish_start();
+    // Last: the endpoint's thread allocates, and finds start-up done.
+    server::start();
 }
 
 /// Start-up also runs when the preload is initialised, not only at the

@@ -17,6 +17,8 @@
 //!   names (`symbolize` keeps the symbolizer and the closed objects)
 //! - `frames`, `unwind`, `nogvl`, `caller`: stacks (`MWRAP=bt`, `ruby_bt`,
 //!   `app_root`) and the GVL-released line
+//! - `server`: the endpoint thread of `MWRAP=socket_dir` (accept, parse,
+//!   write); `pages`: what it renders
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -27,6 +29,7 @@ mod config;
 mod copy;
 mod diag;
 mod dump;
+mod formats;
 mod frames;
 pub mod hooks;
 mod init;
@@ -41,6 +44,7 @@ mod per_thread;
 mod query;
 mod real;
 mod ruby;
+mod server;
 mod state;
 mod symbolize;
 mod thread_data;

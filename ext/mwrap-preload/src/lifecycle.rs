@@ -1,5 +1,6 @@
 //! Process events: `fork` (through `pthread_atfork`) and exit (from
-//! `.fini_array`, after the program's own destructors).
+//! `.fini_array`, after the program's own destructors): the endpoint's
+//! socket is removed, then the dump written.
 //!
 //! Around a fork the handlers take no table lock: the prepare handler
 //! closes the fork gate and waits until no other thread holds a table lock
@@ -11,8 +12,8 @@
 use core::sync::atomic::Ordering;
 
 use crate::copy::{after_copy, before_copy, in_copy, monotonic_nanos as now_nanos};
-use crate::dump;
 use crate::state::{FORKS, FORK_HANDLER_NANOS};
+use crate::{dump, per_thread, server};
 
 extern "C" fn prepare() {
     let started = now_nanos();
@@ -29,6 +30,11 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     in_copy();
+    // A fork child serves its own endpoint; the leak scan's copy, which
+    // shares `in_copy`, must not (it never comes here).
+    if per_thread::busy(|_, _| server::in_fork_child()).is_none() {
+        server::in_fork_child(); // inside the profiler already: untracked
+    }
 }
 
 pub fn register_fork_handlers() {
@@ -42,6 +48,7 @@ pub fn register_fork_handlers() {
 }
 
 extern "C" fn dump_at_exit() {
+    server::at_exit();
     dump::at_exit();
 }
 

@@ -16,9 +16,9 @@ use mwrap_core::read;
 use mwrap_core::render::LineSink;
 use mwrap_core::web::{html_escape, percent_decoded, percent_encode, query_value};
 
+use crate::formats::{render_format, DumpExtras};
 use crate::names::Symbols;
 use crate::per_thread::{self, lock_cx};
-use crate::query::{render_format, DumpExtras};
 use crate::state::{MARK, MARKED_AT, SITES, STACKS};
 
 /// One request, as the server parsed it.
