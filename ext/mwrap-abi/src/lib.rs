@@ -18,7 +18,7 @@ use core::ffi::c_void;
 
 /// Version of [`PreloadApi`]. Both libraries are built from one tree, so a
 /// mismatch means a stale preload library is first in `LD_PRELOAD`.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Name of the exported function returning `*const PreloadApi`.
 pub const PRELOAD_API_SYMBOL: &[u8] = b"mwrap_preload_api\0";
@@ -362,6 +362,11 @@ pub struct PreloadApi {
     /// `out`; returns how many live threads have one, which may exceed
     /// `cap` (call again with more room). Allocates nothing.
     pub thread_stacks: unsafe extern "C" fn(out: *mut u64, cap: usize) -> usize,
+    /// Calls `sink` once with the heap as a gzip'd pprof `profile.proto`
+    /// (what the endpoint's `/heap.pb.gz` serves: every (location, stack)
+    /// with an allocation, its allocations and live blocks). Returns a
+    /// `STATUS_*`; the sink is not called unless `STATUS_OK`. (ABI 6.)
+    pub render_pprof: unsafe extern "C" fn(sink: BytesSink, ctx: *mut c_void) -> i32,
 }
 
 #[cfg(test)]
@@ -380,8 +385,9 @@ mod tests {
         assert_eq!(size_of::<SiteFilter>(), 24);
         assert_eq!(size_of::<HeapPageStats>(), 8 + 2 * 40 + 8);
         assert_eq!(offset_of!(PreloadApi, sites), 8);
-        assert_eq!(size_of::<PreloadApi>(), 8 + 22 * 8);
+        assert_eq!(size_of::<PreloadApi>(), 8 + 23 * 8);
         assert_eq!(offset_of!(PreloadApi, thread_stacks), 8 + 21 * 8);
+        assert_eq!(offset_of!(PreloadApi, render_pprof), 8 + 22 * 8);
         assert_eq!(size_of::<LeakSummary>(), 9 * 8);
         assert_eq!(size_of::<LeakRow>(), 40);
         assert_eq!(size_of::<StackRow>(), 72 + 16 + 48 + 32);

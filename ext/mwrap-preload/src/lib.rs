@@ -38,6 +38,7 @@ mod names;
 mod nogvl;
 mod pages;
 mod per_thread;
+mod pprof_export;
 mod query;
 mod real;
 mod ruby;

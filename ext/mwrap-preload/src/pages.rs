@@ -45,7 +45,8 @@ pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
             out.head(200, content_type, &[]);
             rendered(format, out);
         }
-        b"/json" | b"/folded" | b"/dump" => not_allowed(out, "GET, HEAD"),
+        b"/heap.pb.gz" if get => heap_pprof(out),
+        b"/json" | b"/folded" | b"/dump" | b"/heap.pb.gz" => not_allowed(out, "GET, HEAD"),
         _ => {
             out.head(404, TEXT, &[]);
             out.body(b"not found: ");
@@ -58,6 +59,27 @@ pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
 fn not_allowed(out: &mut impl Respond, allow: &str) {
     out.head(405, TEXT, &[("allow", allow)]);
     out.body(b"method not allowed\n");
+}
+
+/// `/heap.pb.gz`: the heap as a gzip'd pprof profile, whole (gzip has
+/// no lines to send in pieces).
+fn heap_pprof(out: &mut impl Respond) {
+    let bytes =
+        per_thread::current().map(|record| crate::pprof_export::heap_profile(&lock_cx(record)));
+    match bytes {
+        Some(Ok(bytes)) => {
+            out.head(
+                200,
+                "application/octet-stream",
+                &[("content-disposition", "attachment; filename=\"heap.pb.gz\"")],
+            );
+            out.body(&bytes);
+        }
+        _ => {
+            out.head(503, TEXT, &[]);
+            out.body(b"mwrap: no memory to render the profile\n");
+        }
+    }
 }
 
 /// Lines of a renderer straight into the response.
@@ -100,7 +122,8 @@ mod tests {
     impl Respond for Recorded {
         fn head(&mut self, status: u16, content_type: &str, extra: &[(&str, &str)]) {
             self.status = status;
-            self.headers.push(("content-type".into(), content_type.into()));
+            self.headers
+                .push(("content-type".into(), content_type.into()));
             self.headers
                 .extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         }
@@ -130,5 +153,6 @@ mod tests {
         let r = get(b"POST", b"/json");
         assert_eq!(r.status, 405);
         assert!(r.headers.contains(&("allow".into(), "GET, HEAD".into())));
+        assert_eq!(get(b"PUT", b"/heap.pb.gz").status, 405);
     }
 }

@@ -48,6 +48,7 @@ pub static API: PreloadApi = PreloadApi {
     leak_scan_begin,
     leak_scan_finish,
     thread_stacks,
+    render_pprof,
 };
 
 /// Runs `f` with this thread's lock context and the recursion guard held;
@@ -521,4 +522,15 @@ unsafe extern "C" fn thread_stacks(out: *mut u64, cap: usize) -> usize {
         live += 1;
     });
     live
+}
+
+unsafe extern "C" fn render_pprof(sink: BytesSink, ctx: *mut c_void) -> i32 {
+    match reading(Err(()), crate::pprof_export::heap_profile) {
+        Ok(bytes) => {
+            // SAFETY: per the ABI; `bytes` outlives the call.
+            unsafe { sink(ctx, bytes.as_ptr(), bytes.len()) };
+            STATUS_OK
+        }
+        Err(()) => STATUS_NO_MEMORY,
+    }
 }

@@ -8,8 +8,8 @@
 //! (`Mwrap.each_stack`, `Mwrap.app_root`), `iseq_memory`
 //! (`Mwrap.iseq_memory`), `leaks` (`Mwrap.leaks`), `memory_breakdown`
 //! (`Mwrap.memory_breakdown`, `memory_report`, `trim`, over the
-//! `mwrap-memory` crate); `args` holds the argument checks and exception
-//! lookups they share.
+//! `mwrap-memory` crate), `pprof` (`Mwrap.pprof`); `args` holds the
+//! argument checks and exception lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
 
@@ -19,6 +19,7 @@ mod iseq_memory;
 mod leaks;
 mod memory_breakdown;
 mod mwrap_module;
+mod pprof;
 mod preload;
 mod quiet;
 mod source_location;
@@ -44,5 +45,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     stacks::init(ruby)?;
     leaks::init(ruby)?;
     memory_breakdown::init(ruby)?;
+    pprof::init(ruby)?;
     Ok(())
 }
