@@ -280,11 +280,15 @@ impl<'a> Builder<'a> {
             return Ok(index);
         }
         let index = self.profile.string_table.len() as i64;
-        let mut owned = String::new();
-        owned.try_reserve(text.len()).map_err(|_| NoMemory)?;
-        owned.push_str(&text);
-        push(&mut self.profile.string_table, owned.clone())?;
-        insert(&mut self.strings, owned, index)?;
+        // One copy for the table, one as the key.
+        let copy = || -> Result<String, NoMemory> {
+            let mut owned = String::new();
+            owned.try_reserve(text.len()).map_err(|_| NoMemory)?;
+            owned.push_str(&text);
+            Ok(owned)
+        };
+        push(&mut self.profile.string_table, copy()?)?;
+        insert(&mut self.strings, copy()?, index)?;
         Ok(index)
     }
 
