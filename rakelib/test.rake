@@ -99,10 +99,10 @@ module MwrapGemTest
 end
 
 namespace :test do
-  desc "cargo test for mwrap-abi, mwrap-core, mwrap-preload, mwrap-unwind, mwrap-symbols, mwrap-memory and the extension (mwrap)"
+  desc "cargo test for mwrap-abi, mwrap-core, mwrap-preload, mwrap-unwind, mwrap-symbols, mwrap-memory, mwrap-pprof and the extension (mwrap)"
   task :cargo do
     MwrapBuild.cargo_locked!("test", "-p", "mwrap-abi", "-p", "mwrap-core", "-p", "mwrap-preload", "-p", "mwrap-unwind",
-                             "-p", "mwrap-symbols", "-p", "mwrap-memory", "-p", "mwrap")
+                             "-p", "mwrap-symbols", "-p", "mwrap-memory", "-p", "mwrap-pprof", "-p", "mwrap")
   end
 
   desc "Build the source gem (rake gem), install it with no network (unshare -n) and an empty CARGO_HOME " \

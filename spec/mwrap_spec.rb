@@ -91,6 +91,10 @@ RSpec.describe Mwrap do
       expect(Mwrap.clear).to be_nil
       expect(Mwrap.reset).to be_nil
     end
+
+    it "has no pprof profile: nil" do
+      expect(Mwrap.pprof).to be_nil
+    end
   end
 
   describe "argument checking (with or without the preload)" do
@@ -143,6 +147,11 @@ RSpec.describe Mwrap do
                    "Mwrap.total_bytes_freed")
       expect(r.stdout).to eq("true\n42\n1732\n123\n")
       expect(fake_report(r)).to include(attach_calls: 1, quiet_depth: 0, unquiet_calls: 0)
+    end
+
+    it "hands over the preload's pprof bytes as a binary String" do
+      r = run_fake("s = Mwrap.pprof; p s.bytes, s.encoding")
+      expect(r.stdout).to eq("[31, 139]\n#<Encoding:ASCII-8BIT>\n")
     end
 
     it "yields every location above min, largest first, with all six counters" do

@@ -520,6 +520,15 @@ unsafe extern "C" fn render_page(
     STATUS_OK
 }
 
+/// Not a real profile: the fake has no stacks to make one of. The bytes
+/// are gzip's magic, so a caller can tell it got them.
+unsafe extern "C" fn render_pprof(sink: BytesSink, ctx: *mut c_void) -> i32 {
+    const BYTES: [u8; 2] = [0x1f, 0x8b];
+    // SAFETY: per the ABI.
+    unsafe { sink(ctx, BYTES.as_ptr(), BYTES.len()) };
+    STATUS_OK
+}
+
 static mut API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
     struct_size: core::mem::size_of::<PreloadApi>() as u32,
@@ -546,6 +555,7 @@ static mut API: PreloadApi = PreloadApi {
     leak_scan_finish,
     thread_stacks,
     render_page,
+    render_pprof,
 };
 
 #[no_mangle]

@@ -398,6 +398,11 @@ pub struct PreloadApi {
         body: BytesSink,
         ctx: *mut c_void,
     ) -> i32,
+    /// Calls `sink` once with the heap as a gzip'd pprof `profile.proto`
+    /// (what the endpoint's `/heap.pb.gz` serves: every (location, stack)
+    /// with an allocation, its allocations and live blocks). Returns a
+    /// `STATUS_*`; the sink is not called unless `STATUS_OK`.
+    pub render_pprof: unsafe extern "C" fn(sink: BytesSink, ctx: *mut c_void) -> i32,
 }
 
 #[cfg(test)]
@@ -416,9 +421,11 @@ mod tests {
         assert_eq!(size_of::<SiteFilter>(), 24);
         assert_eq!(size_of::<HeapPageStats>(), 8 + 2 * 40 + 8);
         assert_eq!(offset_of!(PreloadApi, sites), 8);
-        assert_eq!(size_of::<PreloadApi>(), 8 + 23 * 8);
+        assert_eq!(size_of::<PreloadApi>(), 8 + 24 * 8);
         assert_eq!(size_of::<PageRequest>(), 64);
         assert_eq!(offset_of!(PreloadApi, thread_stacks), 8 + 21 * 8);
+        assert_eq!(offset_of!(PreloadApi, render_page), 8 + 22 * 8);
+        assert_eq!(offset_of!(PreloadApi, render_pprof), 8 + 23 * 8);
         assert_eq!(size_of::<LeakSummary>(), 9 * 8);
         assert_eq!(size_of::<LeakRow>(), 40);
         assert_eq!(size_of::<StackRow>(), 72 + 16 + 48 + 32);

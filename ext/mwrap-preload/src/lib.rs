@@ -41,6 +41,7 @@ mod names;
 mod nogvl;
 mod pages;
 mod per_thread;
+mod pprof_export;
 mod query;
 mod real;
 mod ruby;

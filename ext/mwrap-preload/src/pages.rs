@@ -67,6 +67,8 @@ pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
         b"/" | b"" | b"/each" | b"/json" | b"/folded" | b"/dump" => not_allowed(out, "GET, HEAD"),
         path if path.starts_with(b"/at/") && get => at(req.base, &path[4..], out),
         path if path.starts_with(b"/at/") => not_allowed(out, "GET, HEAD"),
+        b"/heap.pb.gz" if get => heap_pprof(out),
+        b"/heap.pb.gz" => not_allowed(out, "GET, HEAD"),
         _ => {
             let mut msg = b"not found: ".to_vec();
             msg.extend_from_slice(req.path);
@@ -566,6 +568,27 @@ fn reset(out: &mut impl Respond) {
     out.body(b"reset\n");
 }
 
+/// `/heap.pb.gz`: the heap as a gzip'd pprof profile, whole (gzip has
+/// no lines to send in pieces).
+fn heap_pprof(out: &mut impl Respond) {
+    let bytes =
+        per_thread::current().map(|record| crate::pprof_export::heap_profile(&lock_cx(record)));
+    match bytes {
+        Some(Ok(bytes)) => {
+            out.head(
+                200,
+                "application/octet-stream",
+                &[("content-disposition", "attachment; filename=\"heap.pb.gz\"")],
+            );
+            out.body(&bytes);
+        }
+        _ => {
+            out.head(503, TEXT, &[]);
+            out.body(b"mwrap: no memory to render the profile\n");
+        }
+    }
+}
+
 /// Lines of a renderer straight into the response.
 struct BodyLines<'a, R: Respond>(&'a mut R);
 
@@ -661,5 +684,6 @@ mod tests {
         let r = get(b"GET", b"/mark");
         assert_eq!(r.status, 405);
         assert!(r.headers.contains(&("allow".into(), "POST".into())));
+        assert_eq!(get(b"PUT", b"/heap.pb.gz").status, 405);
     }
 }

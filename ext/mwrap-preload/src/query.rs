@@ -50,6 +50,7 @@ pub static API: PreloadApi = PreloadApi {
     leak_scan_finish,
     thread_stacks,
     render_page,
+    render_pprof,
 };
 
 /// Runs `f` with this thread's lock context and the recursion guard held;
@@ -559,4 +560,15 @@ unsafe extern "C" fn render_page(
     reading((), |_| crate::pages::respond(&req, &mut out));
     out.flush();
     STATUS_OK
+}
+
+unsafe extern "C" fn render_pprof(sink: BytesSink, ctx: *mut c_void) -> i32 {
+    match reading(Err(()), crate::pprof_export::heap_profile) {
+        Ok(bytes) => {
+            // SAFETY: per the ABI; `bytes` outlives the call.
+            unsafe { sink(ctx, bytes.as_ptr(), bytes.len()) };
+            STATUS_OK
+        }
+        Err(()) => STATUS_NO_MEMORY,
+    }
 }

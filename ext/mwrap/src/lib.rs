@@ -9,8 +9,8 @@
 //! (`Mwrap.iseq_memory`), `leaks` (`Mwrap.leaks`), `memory_breakdown`
 //! (`Mwrap.memory_breakdown`, `memory_report`, `trim`, over the
 //! `mwrap-memory` crate), `rack_page` (`Mwrap.render_page`, for the Rack
-//! app); `args` holds the argument checks and exception
-//! lookups they share.
+//! app), `pprof` (`Mwrap.pprof`); `args` holds the argument checks and
+//! exception lookups they share.
 
 use magnus::{prelude::*, Error, Ruby};
 
@@ -20,6 +20,7 @@ mod iseq_memory;
 mod leaks;
 mod memory_breakdown;
 mod mwrap_module;
+mod pprof;
 mod preload;
 mod quiet;
 mod rack_page;
@@ -47,5 +48,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     leaks::init(ruby)?;
     memory_breakdown::init(ruby)?;
     rack_page::init(ruby)?;
+    pprof::init(ruby)?;
     Ok(())
 }

@@ -400,6 +400,15 @@ impl Preload {
         out.finish(status)
     }
 
+    /// The heap as a gzip'd pprof profile.proto (ABI 6).
+    pub fn pprof(self) -> Result<Vec<u8>, NoMemory> {
+        let _quiet = self.quiet();
+        let mut out = Collect::new();
+        // SAFETY: the sink matches `BytesSink` and ctx points at `out`.
+        let status = unsafe { (self.api.render_pprof)(collect_sink::<u8>, out.ctx()) };
+        out.finish(status)
+    }
+
     /// A copy of every live Ruby heap page, by address.
     pub fn heap_pages(self) -> Result<Vec<HeapPageInfo>, NoMemory> {
         let _quiet = self.quiet();

@@ -60,7 +60,7 @@ closed = File.open(File::NULL, "w").tap(&:close)
 bad_values = [Object.new, "x", :sym, 1.5, -1, [], {}, true, 2**70, -(2**70), "\xff".b, Class, 1r]
 
 zero_arity = %i[clear reset total_bytes_allocated total_bytes_freed current_generation preloaded? abi_version
-                preload_path memory_breakdown memory_report trim]
+                preload_path memory_breakdown memory_report trim pprof]
 zero_arity.each do |name|
   next skipped << name unless Mwrap.respond_to?(name)
 
