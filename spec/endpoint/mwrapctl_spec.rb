@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "json"
 require "socket"
 require "spec_helper"
 
@@ -51,6 +52,56 @@ RSpec.describe "mwrapctl" do
       expect(r.stderr).to eq("mwrapctl: pid 999999 does not answer on #{stale} (a stale socket: `mwrapctl ls` removes it)\n")
       r = ctl("ls", File.join(dir, "none"))
       expect([r.exitstatus, r.stderr]).to eq([1, "mwrapctl: #{File.join(dir, 'none')}: no such directory\n"])
+    end
+  end
+
+  context "with a live endpoint" do
+    before { require_preload! }
+
+    it "lists the process, shows its top locations, gets a page and its pprof profile" do
+      Dir.mktmpdir do |dir|
+        script = File.join(dir, "leak.rb")
+        File.write(script, <<~'RUBY')
+          keep = []
+          300.times { keep << "x" * 10_000 } # leak
+          $stdout.puts "ready"
+          $stdout.flush
+          $stdin.read
+        RUBY
+        sock_dir = File.join(dir, "sockets")
+        env = { "LD_PRELOAD" => built_preload, "MWRAP" => "socket_dir:#{sock_dir}" }
+        SpecProcess.open(env, RbConfig.ruby, script, timeout: 60) do |child|
+          expect(child.gets(20)).to eq("ready\n")
+          pid = Integer(Dir.children(sock_dir).first[/\A\d+/])
+          ls = ctl("ls", sock_dir)
+          expect(ls.exitstatus).to eq(0)
+          row = ls.stdout.lines.find { |l| l.start_with?(pid.to_s) }
+          expect(row).to match(/\A#{pid} +[\d.]+ MiB  .*ruby.* #{Regexp.escape(script)}\n\z/)
+
+          top = ctl("--dir", sock_dir, "top", pid.to_s, "-n", "3", "--sort", "live")
+          expect(top.exitstatus).to eq(0), top.stderr
+          lines = top.stdout.lines
+          expect(lines[0]).to match(/\Apid #{pid}: \d+ locations\n\z/)
+          expect(lines[1].split).to eq(%w[live_bytes live_count total allocations growth location])
+          expect(lines[2].split.last).to eq("#{script}:2")
+          expect(Integer(lines[2].split.first)).to be >= 3_000_000
+          expect(lines.size).to eq(5)
+
+          json = ctl("get", pid.to_s, "/json", env: { "MWRAP" => "socket_dir:#{sock_dir}" })
+          expect(json.exitstatus).to eq(0)
+          doc = JSON.parse(json.stdout)
+          expect(doc["locations"].map { |l| l["location"] }).to include("#{script}:2")
+
+          pprof = ctl("--dir", sock_dir, "pprof", pid.to_s)
+          expect(pprof.exitstatus).to eq(0)
+          expect(pprof.stdout.b[0, 2]).to eq("\x1f\x8b".b) # gzip
+
+          missing = ctl("--dir", sock_dir, "get", pid.to_s, "/nope")
+          expect(missing.exitstatus).to eq(1)
+          expect(missing.stderr).to eq("mwrapctl: /nope of #{pid}: HTTP 404\n")
+          child.close_stdin
+        end
+      end
     end
   end
 end
