@@ -236,7 +236,7 @@ RSpec.describe "Mwrap.leaks" do
         expect(row["leaked_count"]).to be_between(49_000, 50_000)
         expect(row["leaked_bytes"]).to be_within(4096).of(row["leaked_count"] * 1024)
         expect(doc["locations"]).to all(include("leaked_bytes", "leaked_count"))
-        expect(doc.keys).to eq(%w[mwrap locations leak_scan memory])
+        expect(doc.keys).to eq(%w[mwrap locations leak_scan pid memory])
         expect(doc["leak_scan"].keys).to eq(%w[blocks bytes leaked_blocks leaked_bytes root_bytes])
         # the Fiddle program's live half is in malloc_in_use, its freed half free-held
         expect(doc["memory"]["malloc_in_use"]).to be > 51_200_000

@@ -23,6 +23,7 @@ RSpec.describe "dump_format" do
     GC.disable
     show :rows, Mwrap.each_stack.select { |row| row[0].start_with?(__FILE__) }
     show :c, Mwrap[__FILE__ + ":2"].then { |l| [l.total, l.allocations, l.frees, l.live_bytes, l.live_count] }
+    show :pid, $$
   RUBY
 
   # [path, rows shown, dump text] of the script run in "dir/a;b" with MWRAP.
@@ -80,9 +81,10 @@ RSpec.describe "dump_format" do
     Dir.mktmpdir do |dir|
       path, v, text = dumped(dir, "ruby_bt:8,dump_format:json,dump_min:100000")
       expect(text).to start_with("{\"mwrap\":1,\"locations\":[\n")
-      expect(text.lines.last).to start_with('],"memory":{"rss":')
+      expect(text.lines.last).to match(/\A\],"pid":\d+,"memory":\{"rss":/)
       doc = JSON.parse(text)
-      expect(doc.keys).to eq(%w[mwrap locations memory])
+      expect(doc.keys).to eq(%w[mwrap locations pid memory])
+      expect(doc["pid"]).to eq(v.fetch(:pid))
       # the breakdown at exit, from the preload's own tables (no Ruby to
       # ask for its instruction sequences then)
       memory = doc["memory"]

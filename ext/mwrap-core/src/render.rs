@@ -88,12 +88,14 @@ fn push_folded_frame(line: &mut Vec<u8>, frame: &[u8]) {
 ///
 /// With `leaks` (`MWRAP=dump_leaks:1`), each location also has
 /// `leaked_bytes` and `leaked_count`, and a `"leak_scan":{…}` member
-/// follows the locations (see [`Leaks`]); with `memory` (the exit dump), a
-/// `"memory":{…}` member of the breakdown's parts (`null` where unknown).
+/// follows the locations (see [`Leaks`]); with `pid` (the exit dump, the
+/// endpoint) a `"pid":N` member; with `memory`, a `"memory":{…}` member of
+/// the breakdown's parts (`null` where unknown).
 pub fn json(
     rows: &SiteRows,
     stacks: &StackRows,
     leaks: Option<&Leaks<'_>>,
+    pid: Option<u32>,
     memory: Option<&[(&str, Option<i128>)]>,
     out: &mut impl LineSink,
 ) {
@@ -156,6 +158,10 @@ pub fn json(
             json_number(&mut line, key, value);
         }
         line.push(b'}');
+    }
+    if let Some(pid) = pid {
+        line.extend_from_slice(b",\"pid\":");
+        line.push_decimal(pid as u64, 0);
     }
     if let Some(parts) = memory {
         line.extend_from_slice(b",\"memory\":{");
@@ -542,7 +548,7 @@ mod tests {
         let stacks =
             crate::read::stacks(&t, &st, &c, &SiteFilter::default(), None, &BareAddresses).unwrap();
         let mut out = Vec::new();
-        json(&rows, &stacks, None, None, &mut out);
+        json(&rows, &stacks, None, None, None, &mut out);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5);
@@ -590,6 +596,7 @@ mod tests {
             &rows,
             &stacks,
             Some(&leaks),
+            Some(42),
             Some(&[
                 ("rss", Some(4096)),
                 ("iseq", None),
@@ -605,7 +612,7 @@ mod tests {
         assert!(lines[2].contains(r#""leaked_bytes":0,"leaked_count":0,"#));
         assert_eq!(
             lines[4],
-            r#"],"leak_scan":{"blocks":5,"bytes":200,"leaked_blocks":1,"leaked_bytes":100,"root_bytes":4096},"memory":{"rss":4096,"iseq":null,"unexplained":-12}}"#
+            r#"],"leak_scan":{"blocks":5,"bytes":200,"leaked_blocks":1,"leaked_bytes":100,"root_bytes":4096},"pid":42,"memory":{"rss":4096,"iseq":null,"unexplained":-12}}"#
         );
     }
 

@@ -81,6 +81,7 @@ fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<V
         let extras = crate::formats::DumpExtras {
             leaks: leaks.as_ref(),
             memory: memory.as_ref().map(|rows| &rows[..]),
+            pid: Some(std::process::id()),
         };
         text.try_reserve(SITES.site_count() as usize * 80).ok()?;
         crate::formats::render_format(&cx, format, opts.dump_min, &extras, &mut text).ok()?;

@@ -43,6 +43,7 @@ pub fn render_format(
                 &site_rows(&filter)?,
                 &stack_rows()?,
                 leaks.as_ref(),
+                extras.pid,
                 extras.memory,
                 out,
             )
@@ -68,4 +69,6 @@ pub fn render_format(
 pub struct DumpExtras<'a> {
     pub leaks: Option<&'a crate::leak_scan::LeakReport>,
     pub memory: Option<&'a [(&'static str, Option<i128>)]>,
+    /// This process's pid, in the JSON document.
+    pub pid: Option<u32>,
 }

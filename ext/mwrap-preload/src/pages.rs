@@ -607,6 +607,7 @@ fn rendered(format: u32, out: &mut impl Respond) {
         let extras = DumpExtras {
             leaks: None,
             memory: memory.as_ref().map(|rows| &rows[..]),
+            pid: Some(std::process::id()),
         };
         render_format(&cx, format, 0, &extras, &mut BodyLines(out))
     });
