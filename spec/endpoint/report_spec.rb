@@ -148,6 +148,100 @@ RSpec.describe "mwrapctl report and diff" do
     end
   end
 
+  context "on made-up dumps" do
+    def location(name, live, stacks: nil)
+      { "location" => name, "total" => live + 1, "allocations" => 1, "frees" => 0, "live_bytes" => live,
+        "live_count" => 1, "age_total" => 0, "max_lifespan" => 0,
+        "stacks" => stacks || [{ "ruby" => [], "native" => [], "total" => live + 1, "allocations" => 1, "frees" => 0,
+                                 "live_bytes" => live, "live_count" => 1 }] }
+    end
+
+    def write_dump(dir, locations)
+      path = File.join(dir, "made.json")
+      File.write(path, JSON.generate({ "mwrap" => 1, "locations" => locations }))
+      path
+    end
+
+    it "caps the table at 2,000 rows and merges frames narrower than 0.1 %, saying so" do
+      Dir.mktmpdir do |dir|
+        # one wide line, 2,500 narrow ones (each 1/10,000th of the bytes)
+        many = Array.new(2500) { |i| location("many.rb:#{i + 1}", 100) }
+        path = write_dump(dir, [location("big.rb:1", 750_000), *many])
+        r = ctl("report", path)
+        expect(r.exitstatus).to eq(0), r.stderr
+        html = r.stdout
+        expect(html.scan(%r{^<tr><td class="n">}).size).to eq(2000)
+        expect(html).to include("Showing the 2000 locations with the most live bytes of 2501; the other 501 hold 50100 bytes live")
+        svg = html[%r{<svg id="flame".*?</svg>}m]
+        expect(svg.scan("<g>").size).to eq(3) # all, big.rb:1, the merged box
+        expect(svg).to include("<title>[2500 narrower frames] — 250000 bytes live (25.00 %), 2500 frames merged</title>")
+        expect(html).to include("2500 frames (in subtrees narrower than 0.1 % of the width) were merged")
+      end
+    end
+
+    it "lays frames out outermost first: Ruby frames reversed, then native ones, a frameless row as its location" do
+      Dir.mktmpdir do |dir|
+        st = lambda do |ruby, native, live|
+          { "ruby" => ruby, "native" => native, "total" => live, "allocations" => 1, "frees" => 0, "live_bytes" => live,
+            "live_count" => 1 }
+        end
+        path = write_dump(dir, [
+          location("in.rb:2", 600, stacks: [st.call(%w[in.rb:2 out.rb:9], ["lib.so(f+0x1) [0x7f01]", "lib.so(g+0x2) [0x7f02]"], 400),
+                                            st.call([], [], 200)]),
+          location("lib.so(+0x10) [0x7f10]", 400, stacks: [st.call([], ["lib.so(+0x10) [0x7f10]", "ruby(+0x5) [0x55]"], 400)])
+        ])
+        svg = ctl("report", path).stdout[%r{<svg id="flame".*?</svg>}m]
+        boxes = svg.scan(%r{<title>(.*?) — (\d+) bytes live.*?y="(\d+)"}).map { |name, bytes, y| [name, bytes.to_i, y.to_i / 17] }
+        expect(boxes).to eq([["all", 1000, 0], ["out.rb:9", 400, 1], ["in.rb:2", 400, 2], ["lib.so(g+0x2) [0x7f02]", 400, 3],
+                             ["lib.so(f+0x1) [0x7f01]", 400, 4], ["ruby(+0x5) [0x55]", 400, 1],
+                             ["lib.so(+0x10) [0x7f10]", 400, 2], ["in.rb:2", 200, 1]])
+      end
+    end
+
+    it "normalises native names: the address goes, the object and offset stay; a bare address stays" do
+      require "mwrap/diff"
+      {
+        "/lib/libruby.so.3.1(+0xd8484) [0x7f8b5ccd8484]" => "/lib/libruby.so.3.1(+0xd8484)",
+        "/lib/libc.so.6(strndup+0x1a) [0x7f5f3c7dd52a] at strndup.c:43" => "/lib/libc.so.6(strndup+0x1a) at strndup.c:43",
+        "[0x7f5f3c7dd52a]" => "[0x7f5f3c7dd52a]",
+        "app/a [0x1].rb:3" => "app/a [0x1].rb:3"
+      }.each { |name, normal| expect(Mwrap::Diff.normalise(name)).to eq(normal) }
+    end
+
+    it "sorts a table by a heading in its inline script (numbers largest first, then reversed; text A to Z)" do
+      node = which("node") or skip "no node to run the page's script"
+      require "mwrap/html"
+      Dir.mktmpdir do |dir|
+        File.write(File.join(dir, "sorter.js"), Mwrap::Html::SORTER_JS)
+        File.write(File.join(dir, "dom.js"), <<~'JS')
+          // Just the DOM the sorter touches: one table, a number and a text column.
+          function classList() {
+            var s = new Set();
+            return { add: function () { for (var a of arguments) s.add(a); },
+                     remove: function () { for (var a of arguments) s.delete(a); },
+                     contains: function (c) { return s.has(c); } };
+          }
+          var rows = [["5", "b"], ["-", "c"], ["+12", "a"], ["-3", "d"]].map(function (r) {
+            return { cells: r.map(function (t) { return { textContent: t }; }) };
+          });
+          var body = { get rows() { return rows.slice(); },
+                       appendChild: function (r) { rows.splice(rows.indexOf(r), 1); rows.push(r); } };
+          var ths = [{ dataset: { kind: "num" } }, { dataset: { kind: "text" } }];
+          ths.forEach(function (th) { th.classList = classList(); th.addEventListener = function (_, f) { th.click = f; }; });
+          var table = { tBodies: [body], querySelectorAll: function () { return ths; } };
+          global.document = { querySelectorAll: function () { return [table]; } };
+          eval(require("fs").readFileSync(__dirname + "/sorter.js", "utf8"));
+          var order = function () { return rows.map(function (r) { return r.cells[1].textContent; }).join(""); };
+          ths[0].click(); console.log(order());
+          ths[0].click(); console.log(order());
+          ths[1].click(); console.log(order());
+        JS
+        r = capture({}, node, File.join(dir, "dom.js"))
+        expect([r.stdout, r.stderr]).to eq(["abdc\ncdba\nabcd\n", ""])
+      end
+    end
+  end
+
   it "names a bad input file (exit 1) and a usage error (exit 2)" do
     Dir.mktmpdir do |dir|
       missing = File.join(dir, "none.json")
