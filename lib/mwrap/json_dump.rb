@@ -31,13 +31,12 @@ module Mwrap
 
     def initialize(path, text)
       @path = path
+      # An exit dump that was never written leaves an empty file.
+      invalid("empty file, not an mwrap JSON dump") if text.strip.empty?
       doc = begin
         JSON.parse(text.force_encoding(Encoding::UTF_8).scrub)
       rescue JSON::ParserError => e
-        # Ruby's message is "859: unexpected token at '<the rest of the file>'".
-        detail = e.message.lines.first.to_s.strip.sub(/\A\d+: /, "")
-        detail = "#{detail[0, 60]}…" if detail.size > 60
-        raise Invalid, "#{path}: not JSON (#{detail})"
+        raise Invalid, "#{path}: not JSON (#{parse_problem(e.message)})"
       end
       invalid("not an mwrap JSON dump (not an object)") unless doc.is_a?(Hash)
       invalid('not an mwrap JSON dump (no "locations")') unless doc.key?("locations")
@@ -70,6 +69,17 @@ module Mwrap
     end
 
     private
+
+    # Ruby's message is "859: unexpected token at '<all the rest of the
+    # file>'": one line of it, the rest cut to 40 characters.
+    def parse_problem(message)
+      detail = message.sub(/\A\d+: /, "")
+      rest = detail[/\Aunexpected token at '(.*)'\z/m, 1]
+      return detail.lines.first.to_s.strip[0, 80] unless rest
+
+      line = rest.lines.first.to_s.chomp
+      "unexpected token at #{(line.size > 40 ? "#{line[0, 40]}…" : line).inspect}"
+    end
 
     def invalid(problem)
       raise Invalid, "#{path}: #{problem}"

@@ -247,11 +247,14 @@ RSpec.describe "mwrapctl report and diff" do
       missing = File.join(dir, "none.json")
       not_json = File.join(dir, "log.txt")
       File.write(not_json, "       102401648       100006 /app/examples/fiddle_leak.rb:15\n")
+      empty = File.join(dir, "empty.json")
+      File.write(empty, "")
       no_locations = File.join(dir, "other.json")
       File.write(no_locations, '{"mwrap":1,"memory":{}}')
       {
         %W[report #{missing}] => "mwrapctl: #{missing}: No such file or directory\n",
-        %W[report #{not_json}] => /\Amwrapctl: #{Regexp.escape(not_json)}: not JSON \(.*\)\n\z/,
+        %W[report #{not_json}] => "mwrapctl: #{not_json}: not JSON (unexpected token at \"100006 /app/examples/fiddle_leak.rb:15\")\n",
+        %W[report #{empty}] => "mwrapctl: #{empty}: empty file, not an mwrap JSON dump\n",
         %W[report #{no_locations}] => "mwrapctl: #{no_locations}: not an mwrap JSON dump (no \"locations\")\n",
         %W[diff #{no_locations} #{missing}] => "mwrapctl: #{no_locations}: not an mwrap JSON dump (no \"locations\")\n"
       }.each do |args, message|
