@@ -59,7 +59,7 @@ module Mwrap
     # Every (location, stack) row. A location with no "stacks" (not
     # written by mwrap, but readable) is one row with no frames.
     def stacks
-      @locations.flat_map do |loc|
+      @stacks ||= @locations.flat_map do |loc|
         rows = loc["stacks"] || [loc.merge("ruby" => [], "native" => [])]
         rows.map do |st|
           Stack.new(location: loc["location"], ruby: st["ruby"], native: st["native"],
