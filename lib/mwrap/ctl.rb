@@ -2,15 +2,18 @@
 
 require "socket"
 require "optparse"
+require_relative "json_dump"
 
 module Mwrap
   # mwrapctl: talks to the per-process endpoints of processes running under
   # the preload with MWRAP=socket_dir:DIR (DIR/PID.sock, HTTP/1.1 over a
-  # unix socket). A second executable beside `mwrap`, because `mwrap CMD`
-  # must keep running any command, `ls` and `top` included.
+  # unix socket), and reads JSON dumps (`report`, `diff`). A second
+  # executable beside `mwrap`, because `mwrap CMD` must keep running any
+  # command, `ls` and `top` included.
   #
-  # Exit status: 0 done, 1 a process or socket that cannot answer (named in
-  # one stderr line), 2 a usage error (named, with the usage).
+  # Exit status: 0 done, 1 a process or socket that cannot answer or a
+  # file that cannot be read or written (named in one stderr line), 2 a
+  # usage error (named, with the usage).
   class Ctl
     USAGE = <<~USAGE
       Usage: mwrapctl [--dir DIR] COMMAND [ARGS...]
@@ -20,6 +23,11 @@ module Mwrap
         pprof PID          PID's heap profile (gzip'd profile.proto) to stdout: mwrapctl pprof PID > heap.pb.gz
         top PID [-n N] [--sort live|total|growth] [--watch SECONDS]
                            PID's top locations as a table, refreshed every SECONDS with --watch
+        report DUMP.json [-o FILE.html]
+                           a dump_format:json dump as one self-contained HTML page (to stdout without -o)
+        diff A.json B.json [-n N] [-o FILE.html]
+                           what changed from dump A to dump B, largest growth of live bytes first:
+                           the top N (30) locations and stacks as text, or all of them as HTML with -o
 
       DIR is --dir DIR, else socket_dir in MWRAP, else #{"/tmp/mwrap-UID"}: start programs with
       MWRAP=socket_dir:DIR to give them an endpoint there.
@@ -29,6 +37,8 @@ module Mwrap
     class UsageError < StandardError; end
     # A process that cannot answer: exit 1.
     class Unreachable < StandardError; end
+    # An output file that cannot be written: exit 1.
+    class CannotWrite < StandardError; end
 
     SORTS = { "live" => "live_bytes", "total" => "total", "growth" => "growth" }.freeze
 
@@ -77,13 +87,15 @@ module Mwrap
       when "get" then get
       when "pprof" then pprof
       when "top" then top
+      when "report" then report
+      when "diff" then diff
       else raise UsageError, "unknown command #{command.inspect}"
       end
       0
     rescue UsageError => e
       @err.print("mwrapctl: #{e.message}\n#{USAGE}")
       2
-    rescue Unreachable => e
+    rescue Unreachable, CannotWrite, JsonDump::Invalid => e
       @err.puts("mwrapctl: #{e.message}")
       1
     end
@@ -163,6 +175,65 @@ module Mwrap
 
         sleep watch # the refresh period asked for
       end
+    end
+
+    # `report DUMP.json [-o FILE]`.
+    def report
+      require_relative "report"
+      files, opts = dump_args("report", 1, "-o" => :file)
+      dump = JsonDump.load(files[0])
+      write_output(opts["-o"], Report.new(dump).html)
+    end
+
+    # `diff A.json B.json [-n N] [-o FILE]`.
+    def diff
+      require_relative "diff"
+      files, opts = dump_args("diff", 2, "-o" => :file, "-n" => :count)
+      result = Diff.new(JsonDump.load(files[0]), JsonDump.load(files[1]))
+      if opts["-o"]
+        write_output(opts["-o"], result.html)
+      else
+        @out.print(result.text(opts.fetch("-n", 30)))
+      end
+    end
+
+    # [files, options] of `command`'s arguments: exactly `count` files and
+    # the options `allowed` takes (:file, :count), in any order.
+    def dump_args(command, count, allowed)
+      files = []
+      opts = {}
+      until @argv.empty?
+        arg = @argv.shift
+        if arg == "--"
+          files.concat(@argv.shift(@argv.size))
+        elsif arg.start_with?("-") && arg != "-"
+          kind = allowed[arg] or raise UsageError, "unknown #{command} option #{arg.inspect}"
+          value = @argv.shift
+          opts[arg] = if kind == :count
+                        positive(arg, value)
+                      else
+                        raise UsageError, "#{arg} needs a file name" if value.nil? || value.empty?
+
+                        value
+                      end
+        else
+          files << arg
+        end
+      end
+      what = count == 1 ? "a JSON dump (MWRAP=dump_format:json)" : "#{count} JSON dumps (MWRAP=dump_format:json)"
+      raise UsageError, "#{command} needs #{what}" if files.size < count
+      raise UsageError, "#{command} takes #{what}, not #{files.size} files" if files.size > count
+
+      [files, opts]
+    end
+
+    # Writes `text` to `path` (stdout when nil).
+    def write_output(path, text)
+      return @out.write(text) unless path
+
+      File.write(path, text)
+    rescue SystemCallError => e
+      raise CannotWrite, "#{path}: #{e.message.sub(/ @ \w+ - .*\z/, '')}"
     end
 
     def print_top(pid, tsv)
