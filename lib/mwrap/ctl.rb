@@ -28,6 +28,8 @@ module Mwrap
         diff A.json B.json [-n N] [-o FILE.html]
                            what changed from dump A to dump B, largest growth of live bytes first:
                            the top N (30) locations and stacks as text, or all of them as HTML with -o
+        proxy [DIR] --listen HOST:PORT
+                           one read-only HTTP server on a loopback address browsing every process in DIR
 
       DIR is --dir DIR, else socket_dir in MWRAP, else #{"/tmp/mwrap-UID"}: start programs with
       MWRAP=socket_dir:DIR to give them an endpoint there.
@@ -89,6 +91,7 @@ module Mwrap
       when "top" then top
       when "report" then report
       when "diff" then diff
+      when "proxy" then proxy
       else raise UsageError, "unknown command #{command.inspect}"
       end
       0
@@ -101,6 +104,37 @@ module Mwrap
     end
 
     private
+
+    # `proxy [DIR] --listen HOST:PORT`: serves until interrupted.
+    def proxy
+      listen = nil
+      until @argv.empty?
+        arg = @argv.shift
+        if arg == "--listen"
+          listen = @argv.shift or raise UsageError, "--listen needs HOST:PORT"
+        elsif arg.start_with?("-")
+          raise UsageError, "unknown proxy option #{arg.inspect}"
+        else
+          @dir = arg
+        end
+      end
+      raise UsageError, "proxy needs --listen HOST:PORT (a loopback address, e.g. 127.0.0.1:8080)" unless listen
+      raise Unreachable, "#{@dir}: no such directory" unless File.directory?(@dir)
+
+      require "mwrap/proxy"
+      server = begin
+        Proxy.new(@dir, listen)
+      rescue Proxy::BadListen => e
+        raise UsageError, e.message
+      rescue SystemCallError => e
+        raise Unreachable, "cannot listen on #{listen}: #{e.message}"
+      end
+      @err.puts(server.banner)
+      @out.puts("listening on http://#{listen.sub(/:\d+\z/, '')}:#{server.port}/")
+      @out.flush
+      %w[INT TERM].each { |sig| trap(sig) { server.shutdown } }
+      server.start
+    end
 
     # `ls [DIR]`.
     def ls

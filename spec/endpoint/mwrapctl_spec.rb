@@ -1,6 +1,8 @@
 # frozen_string_literal: true
 
+require "cgi"
 require "json"
+require "net/http"
 require "socket"
 require "spec_helper"
 
@@ -102,6 +104,48 @@ RSpec.describe "mwrapctl" do
           child.close_stdin
         end
       end
+    end
+
+    it "proxies every process of the directory on loopback: read-only, links under /PID, Host checked" do
+      Dir.mktmpdir do |dir|
+        script = File.join(dir, "leak.rb")
+        File.write(script, "keep = []\n300.times { keep << 'x' * 10_000 } # leak\n$stdout.puts 'ready'\n" \
+                           "$stdout.flush\n$stdin.read\n")
+        sock_dir = File.join(dir, "sockets")
+        env = { "LD_PRELOAD" => built_preload, "MWRAP" => "socket_dir:#{sock_dir}" }
+        SpecProcess.open(env, RbConfig.ruby, script, timeout: 60) do |child|
+          expect(child.gets(20)).to eq("ready\n")
+          pid = Integer(Dir.children(sock_dir).first[/\A\d+/])
+          SpecProcess.open({}, RbConfig.ruby, EXE_CTL, "proxy", sock_dir, "--listen", "127.0.0.1:0",
+                           timeout: 60) do |proxy|
+            port = Integer(proxy.gets(20)[%r{\Alistening on http://127\.0\.0\.1:(\d+)/\n\z}, 1])
+            http = Net::HTTP.new("127.0.0.1", port)
+            index = http.get("/")
+            expect(index.code).to eq("200")
+            expect(index.body).to include(%(<a href="/#{pid}/">#{pid}</a>))
+            each = http.get("/#{pid}/each?limit=5")
+            expect(each.code).to eq("200")
+            expect(each.body).to include(CGI.escapeHTML("#{script}:2"))
+            expect(each.body).to include(%(href="/#{pid}/at/))
+            expect(each.body).not_to match(%r{href="/(?!#{pid}/)})
+            expect(http.get("/#{pid}/json").then { |r| JSON.parse(r.body)["pid"] }).to eq(pid)
+            post = http.post("/#{pid}/reset", "")
+            expect([post.code, post["allow"]]).to eq(["405", "GET, HEAD"])
+            rebound = http.get("/", { "Host" => "attacker.example:#{port}" })
+            expect(rebound.code).to eq("403")
+            expect(rebound.body).to include("guard against DNS rebinding")
+            expect(http.get("/999999/each").code).to eq("404")
+            proxy.kill_unless_done
+          end
+          child.close_stdin
+        end
+      end
+      r = ctl("proxy", Dir.tmpdir, "--listen", "0.0.0.0:8080")
+      expect(r.exitstatus).to eq(2)
+      expect(r.stderr.lines.first).to eq("mwrapctl: --listen 0.0.0.0:8080: 0.0.0.0 is not a loopback address; " \
+                                         "the proxy binds loopback only\n")
+      expect(ctl("proxy", Dir.tmpdir).stderr.lines.first)
+        .to eq("mwrapctl: proxy needs --listen HOST:PORT (a loopback address, e.g. 127.0.0.1:8080)\n")
     end
   end
 end

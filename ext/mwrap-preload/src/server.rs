@@ -591,12 +591,13 @@ fn serve(conn: i32) {
                     None => (target, &b""[..]),
                 };
                 out.head_only = method == b"HEAD";
+                let base = link_base(request.headers);
                 pages::respond(
                     &Request {
                         method,
                         path,
                         query,
-                        base: b"",
+                        base,
                     },
                     &mut out,
                 );
@@ -609,6 +610,25 @@ fn serve(conn: i32) {
             }
         }
     }
+}
+
+/// The `x-mwrap-base` header (`mwrapctl proxy` serves a process's pages
+/// under `/PID`): the prefix of the page's links, if it is a plain path
+/// (`/`, letters, digits, `-`, `_`, `.`), else none.
+fn link_base<'h>(headers: &[httparse::Header<'h>]) -> &'h [u8] {
+    let plain = |v: &[u8]| {
+        v.first() == Some(&b'/')
+            && v.len() <= 256
+            && v
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'-' | b'_' | b'.'))
+    };
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-mwrap-base"))
+        .map(|h| h.value)
+        .filter(|v| plain(v))
+        .unwrap_or(b"")
 }
 
 /// After an answer sent without reading the whole request: ends our side,
