@@ -619,8 +619,7 @@ fn link_base<'h>(headers: &[httparse::Header<'h>]) -> &'h [u8] {
     let plain = |v: &[u8]| {
         v.first() == Some(&b'/')
             && v.len() <= 256
-            && v
-                .iter()
+            && v.iter()
                 .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'-' | b'_' | b'.'))
     };
     headers
