@@ -75,7 +75,7 @@ module Mwrap
     CSS
 
     # Click a heading: numbers largest first, text A to Z; click again to
-    # turn the order round.
+    # turn the order round. `#sort=COLUMN` in the URL clicks it on load.
     SORTER_JS = <<~JS
       document.querySelectorAll("table.sortable").forEach(function (table) {
         table.querySelectorAll("th").forEach(function (th, col) {
@@ -102,6 +102,17 @@ module Mwrap
           });
         });
       });
+      // A link to the page sorted: #sort=COLUMN clicks that heading (the
+      // first table's) once the page is there.
+      (function () {
+        var m = /^#sort=([A-Za-z_]+)$/.exec(location.hash);
+        if (!m) return;
+        var table = document.querySelector("table.sortable");
+        if (!table) return;
+        table.querySelectorAll("th").forEach(function (th) {
+          if (th.textContent.trim() === m[1]) th.click();
+        });
+      })();
     JS
 
     # The whole page around `body` (HTML already).
