@@ -887,6 +887,14 @@ mod tests {
     }
 
     #[test]
+    fn missed_intervals_are_skipped_not_caught_up() {
+        assert_eq!(next_due(100, 10, 105), 110);
+        assert_eq!(next_due(100, 10, 110), 120); // late by a whole interval
+        assert_eq!(next_due(100, 10, 1000), 1010);
+        assert_eq!(next_due(u64::MAX - 1, 10, 0), u64::MAX);
+    }
+
+    #[test]
     fn within_never_grows() {
         let mut v = Vec::with_capacity(4);
         assert!(write!(Within(&mut v), "abcdef").is_err());
