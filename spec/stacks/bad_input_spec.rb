@@ -35,7 +35,7 @@ RSpec.describe "stacks: bad MWRAP entries" do
     "bt:" => 'bt "" is not a frame count (0 to 64)',
     "ruby_bt:1.5" => 'ruby_bt "1.5" is not a frame count (0 to 64)',
     "stacks:16" => 'unknown key "stacks"; known keys: dump_path, dump_fd, dump_min, dump_heap, dump_format, ' \
-                   "dump_leaks, bt, ruby_bt, app_root, socket_dir"
+                   "dump_leaks, bt, ruby_bt, app_root, socket_dir, interval_ms, snapshot_interval"
   }.each do |mwrap, problem|
     it "MWRAP=#{mwrap}: one stderr line (#{problem}), output and exit status unchanged" do
       plain = ruby_with(nil)

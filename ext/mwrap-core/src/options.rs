@@ -17,6 +17,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ruby_bt",
     "app_root",
     "socket_dir",
+    "interval_ms",
+    "snapshot_interval",
 ];
 
 /// What the exit dump is written as.
@@ -31,7 +33,7 @@ pub enum DumpFormat {
     Json,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// File the exit dump is appended to (opened O_APPEND|O_CREAT), as
     /// given: `%p` stands for the pid, `%t` for the time in Unix seconds
@@ -58,7 +60,40 @@ pub struct Options {
     /// The directory of the per-process endpoint: the preload listens on
     /// `DIR/PID.sock` (see [`socket_dir_fits`]).
     pub socket_dir: Option<Vec<u8>>,
+    /// Milliseconds between the samples of RSS and live bytes that the
+    /// endpoint's thread takes for `/timeline` and `/peak`.
+    pub interval_ms: u32,
+    /// Seconds between the JSON snapshots that replace `dump_path`
+    /// (None: no snapshots, the exit dump appends as ever).
+    pub snapshot_interval: Option<u32>,
 }
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dump_path: None,
+            dump_fd: None,
+            dump_min: 0,
+            dump_heap: 0,
+            dump_format: DumpFormat::default(),
+            dump_leaks: false,
+            bt: 0,
+            ruby_bt: 0,
+            app_root: None,
+            socket_dir: None,
+            interval_ms: DEFAULT_INTERVAL_MS,
+            snapshot_interval: None,
+        }
+    }
+}
+
+/// `interval_ms` unless given, and its range: samples closer than 10 ms
+/// would cost the program more than they show; more than an hour apart,
+/// a bounded ring of them would span months.
+pub const DEFAULT_INTERVAL_MS: u32 = 1000;
+pub const INTERVAL_MS_RANGE: (u32, u32) = (10, 3_600_000);
+/// `snapshot_interval`'s range, in seconds (up to a day).
+pub const SNAPSHOT_INTERVAL_RANGE: (u32, u32) = (1, 86_400);
 
 /// Most frames `bt` and `ruby_bt` take.
 pub const MAX_BT: u64 = 64;
@@ -178,6 +213,26 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
                     opts.socket_dir = Some(val.to_vec());
                 }
             }
+            b"interval_ms" => match parse_decimal(val) {
+                Some(n) if in_range(n, INTERVAL_MS_RANGE) => opts.interval_ms = n as u32,
+                _ => problems.push(format!(
+                    "interval_ms {} is not a number of milliseconds from {} to {}",
+                    quoted(val),
+                    INTERVAL_MS_RANGE.0,
+                    INTERVAL_MS_RANGE.1
+                )),
+            },
+            b"snapshot_interval" => match parse_decimal(val) {
+                Some(n) if in_range(n, SNAPSHOT_INTERVAL_RANGE) => {
+                    opts.snapshot_interval = Some(n as u32)
+                }
+                _ => problems.push(format!(
+                    "snapshot_interval {} is not a number of seconds from {} to {}",
+                    quoted(val),
+                    SNAPSHOT_INTERVAL_RANGE.0,
+                    SNAPSHOT_INTERVAL_RANGE.1
+                )),
+            },
             _ => {
                 problems.push(format!("unknown key {}", quoted(key)));
                 unknown_keys = true;
@@ -203,7 +258,29 @@ pub fn parse(value: &[u8]) -> (Options, Vec<String>) {
         );
         opts.dump_leaks = false;
     }
+    if let Some(seconds) = opts.snapshot_interval {
+        // Each snapshot replaces one file: without one there is nowhere to
+        // put them, and a name with the time in it would be a new file
+        // every time, never replaced.
+        let problem = match &opts.dump_path {
+            None => Some("needs dump_path (the file each snapshot replaces)"),
+            Some(path) if dump_path_has_time(path) => {
+                Some("needs a dump_path without %t (each snapshot replaces the same file)")
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            problems.push(format!(
+                "snapshot_interval {seconds} {problem}; no snapshots"
+            ));
+            opts.snapshot_interval = None;
+        }
+    }
     (opts, problems)
+}
+
+fn in_range(n: u64, (low, high): (u32, u32)) -> bool {
+    (low as u64..=high as u64).contains(&n)
 }
 
 /// `sun_path` of a unix socket address: the socket's path and its NUL.
@@ -492,6 +569,37 @@ mod tests {
         assert!(p[1].starts_with("ruby_bt \"-1\""));
         assert!(p[3].contains("app_root is empty"));
         assert_eq!(p[4], "dump_format \"xml\" is not text, folded or json");
+    }
+
+    #[test]
+    fn intervals_are_in_range_and_snapshots_need_a_fixed_dump_path() {
+        let (o, p) = parse(b"interval_ms:50,snapshot_interval:1,dump_path:/tmp/d.%p");
+        assert_eq!(
+            (o.interval_ms, o.snapshot_interval, p.len()),
+            (50, Some(1), 0)
+        );
+        assert_eq!(parse(b"").0.interval_ms, DEFAULT_INTERVAL_MS);
+        let (o, p) = parse(b"interval_ms:5");
+        assert_eq!(o.interval_ms, DEFAULT_INTERVAL_MS);
+        assert_eq!(
+            p,
+            ["interval_ms \"5\" is not a number of milliseconds from 10 to 3600000"]
+        );
+        assert_eq!(parse(b"interval_ms:3600001").1.len(), 1);
+        let (o, p) = parse(b"snapshot_interval:0,dump_path:/tmp/x");
+        assert_eq!(o.snapshot_interval, None);
+        assert_eq!(
+            p,
+            ["snapshot_interval \"0\" is not a number of seconds from 1 to 86400"]
+        );
+        let (o, p) = parse(b"snapshot_interval:5");
+        assert_eq!(o.snapshot_interval, None);
+        assert_eq!(
+            p,
+            ["snapshot_interval 5 needs dump_path (the file each snapshot replaces); no snapshots"]
+        );
+        let (o, p) = parse(b"snapshot_interval:5,dump_path:/tmp/x.%t");
+        assert_eq!((o.snapshot_interval, p.len()), (None, 1));
     }
 
     #[test]

@@ -118,6 +118,13 @@ impl Config {
     pub fn wants_dump(&self) -> bool {
         self.dump_fd.is_some() || self.dump_path.is_some()
     }
+
+    /// Whether `snapshot_interval` replaces the dump_path now and then
+    /// (the options made sure it came with a dump_path; this one is also
+    /// writable).
+    pub fn snapshots(&self) -> bool {
+        self.options.snapshot_interval.is_some() && self.dump_path.is_some()
+    }
 }
 
 /// Reads `MWRAP`, reports bad entries as one stderr line, and sets up the

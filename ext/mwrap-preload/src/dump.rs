@@ -37,8 +37,23 @@ pub fn at_exit() {
     };
     let data = per_thread::data(record);
     let entered = data.enter_busy();
-    match render_dump(config, record) {
-        Some(text) => write_dump(config, &text),
+    let opts = &config.options;
+    let format = match opts.dump_format {
+        DumpFormat::Text => RENDER_TEXT,
+        DumpFormat::Folded => RENDER_FOLDED,
+        DumpFormat::Json => RENDER_JSON,
+    };
+    // With snapshots the dump_path gets its last one (`snapshot`), not
+    // this dump; dump_fd still gets it.
+    let to_fd_only = config.snapshots();
+    if to_fd_only && config.dump_fd.is_none() {
+        if entered {
+            data.leave_busy();
+        }
+        return;
+    }
+    match render(config, record, format, opts.dump_leaks, true) {
+        Some(text) => write_dump(config, &text, to_fd_only),
         None => report(
             config,
             b"mwrap: no memory to render the dump; nothing written\n",
@@ -49,17 +64,21 @@ pub fn at_exit() {
     }
 }
 
-fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<Vec<u8>> {
+/// The dump in `format` (a `RENDER_*`), with the leak scan's lines when
+/// `with_leaks` and the heap part of `dump_heap` when `with_heap`.
+pub fn render(
+    config: &Config,
+    record: &'static per_thread::Record,
+    format: u32,
+    with_leaks: bool,
+    with_heap: bool,
+) -> Option<Vec<u8>> {
     let cx = lock_cx(record);
     let opts = &config.options;
+    let dump_heap = if with_heap { opts.dump_heap } else { 0 };
     let mut text = Vec::new();
-    if opts.dump_heap & DUMP_HEAP_ONLY == 0 {
-        let format = match opts.dump_format {
-            DumpFormat::Text => RENDER_TEXT,
-            DumpFormat::Folded => RENDER_FOLDED,
-            DumpFormat::Json => RENDER_JSON,
-        };
-        let leaks = if opts.dump_leaks {
+    if dump_heap & DUMP_HEAP_ONLY == 0 {
+        let leaks = if with_leaks {
             match crate::leak_scan::scan(0) {
                 Ok(report) => Some(report),
                 Err(e) => {
@@ -86,13 +105,13 @@ fn render_dump(config: &Config, record: &'static per_thread::Record) -> Option<V
         text.try_reserve(SITES.site_count() as usize * 80).ok()?;
         crate::formats::render_format(&cx, format, opts.dump_min, &extras, &mut text).ok()?;
     }
-    if opts.dump_heap != 0 {
+    if dump_heap != 0 {
         let mut pages: Vec<HeapPageInfo> = Vec::new();
-        if opts.dump_heap & DUMP_HEAP_PAGES != 0 {
+        if dump_heap & DUMP_HEAP_PAGES != 0 {
             HEAP.live(&cx, &mut pages).ok()?;
         }
         render::heap(
-            opts.dump_heap,
+            dump_heap,
             &HEAP.stats(&cx),
             current_generation(),
             &pages,
@@ -125,7 +144,7 @@ pub fn memory_breakdown(cx: &LockCx<'_>) -> [(&'static str, Option<i128>); 12] {
     breakdown::rows(&b)
 }
 
-fn write_dump(config: &Config, text: &[u8]) {
+fn write_dump(config: &Config, text: &[u8], to_fd_only: bool) {
     if let Some(saved) = &config.dump_fd {
         match saved.usable() {
             Some(fd) => {
@@ -150,7 +169,7 @@ fn write_dump(config: &Config, text: &[u8]) {
             ),
         }
     }
-    if let Some(template) = &config.dump_path {
+    if let Some(template) = config.dump_path.as_ref().filter(|_| !to_fd_only) {
         let mut path = Vec::new();
         options::expand_dump_path(
             template,
@@ -211,7 +230,7 @@ fn cut_short(config: &Config, what: &str, done: usize, total: usize, e: i32) {
 
 /// A message about the dump, to stderr as it was at start-up (the program
 /// may have closed fd 2, or opened another file there, by now).
-fn report(config: &Config, message: &[u8]) {
+pub fn report(config: &Config, message: &[u8]) {
     if let Some(fd) = config.stderr.as_ref().and_then(SavedFd::usable) {
         let _held = HeldSignals::hold();
         let _ = write_all(fd, message);
@@ -378,7 +397,7 @@ impl Drop for FileLock {
 /// of them that the dump raised is taken back, then the mask restored.
 /// Raw system calls: the preload imports no signal function (the torture
 /// suite checks), and installs no handler.
-struct HeldSignals {
+pub struct HeldSignals {
     old: u64,
     pending_before: u64,
 }
@@ -388,7 +407,7 @@ const HELD: u64 = (1 << (libc::SIGPIPE - 1)) | (1 << (libc::SIGXFSZ - 1));
 const SIGSET_SIZE: libc::c_long = 8;
 
 impl HeldSignals {
-    fn hold() -> HeldSignals {
+    pub fn hold() -> HeldSignals {
         let mut old = 0u64;
         errno::preserved(|| {
             // SAFETY: rt_sigprocmask with 8-byte sets, as the kernel expects.

@@ -18,7 +18,8 @@
 //! - `frames`, `unwind`, `nogvl`, `caller`: stacks (`MWRAP=bt`, `ruby_bt`,
 //!   `app_root`) and the GVL-released line
 //! - `server`: the endpoint thread of `MWRAP=socket_dir` (accept, parse,
-//!   write); `pages`: what it renders
+//!   write), which also samples for `timeline` (`/timeline`, `/peak`) and
+//!   writes `snapshot`s (`MWRAP=snapshot_interval`); `pages`: what it renders
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -46,9 +47,11 @@ mod query;
 mod real;
 mod ruby;
 mod server;
+mod snapshot;
 mod state;
 mod symbolize;
 mod thread_data;
+mod timeline;
 pub mod tracker;
 mod unwind;
 

@@ -1,6 +1,6 @@
 //! Process events: `fork` (through `pthread_atfork`) and exit (from
 //! `.fini_array`, after the program's own destructors): the endpoint's
-//! socket is removed, then the dump written.
+//! socket is removed, then the last snapshot and the dump written.
 //!
 //! Around a fork the handlers take no table lock: the prepare handler
 //! closes the fork gate and waits until no other thread holds a table lock
@@ -13,7 +13,7 @@ use core::sync::atomic::Ordering;
 
 use crate::copy::{after_copy, before_copy, in_copy, monotonic_nanos as now_nanos};
 use crate::state::{FORKS, FORK_HANDLER_NANOS};
-use crate::{dump, per_thread, server};
+use crate::{dump, per_thread, server, snapshot};
 
 extern "C" fn prepare() {
     let started = now_nanos();
@@ -49,6 +49,7 @@ pub fn register_fork_handlers() {
 
 extern "C" fn dump_at_exit() {
     server::at_exit();
+    snapshot::at_exit();
     dump::at_exit();
 }
 

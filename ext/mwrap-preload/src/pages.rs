@@ -67,6 +67,20 @@ pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
         b"/" | b"" | b"/each" | b"/json" | b"/folded" | b"/dump" => not_allowed(out, "GET, HEAD"),
         path if path.starts_with(b"/at/") && get => at(req.base, &path[4..], out),
         path if path.starts_with(b"/at/") => not_allowed(out, "GET, HEAD"),
+        b"/timeline" | b"/peak" if get => {
+            let (title, body) = match req.path {
+                b"/timeline" => (
+                    "RSS and live bytes over time",
+                    crate::timeline::timeline_body(),
+                ),
+                _ => ("peak of live bytes", crate::timeline::peak_body()),
+            };
+            out.head(200, HTML, &[]);
+            out.body(&page_start(title));
+            out.body(&body);
+            out.body(PAGE_END);
+        }
+        b"/timeline" | b"/peak" => not_allowed(out, "GET, HEAD"),
         b"/heap.pb.gz" if get => heap_pprof(out),
         b"/heap.pb.gz" => not_allowed(out, "GET, HEAD"),
         _ => {
@@ -170,6 +184,8 @@ fn index(base: &[u8], out: &mut impl Respond) {
         format!(
             "<li><a href=\"{b}/each\">locations by live bytes</a></li>\n\
              <li><a href=\"{b}/each?sort=total\">locations by total</a></li>\n\
+             <li><a href=\"{b}/timeline\">/timeline</a>: RSS and live bytes over time</li>\n\
+             <li><a href=\"{b}/peak\">/peak</a>: the peak of live bytes sampled, and its top locations</li>\n\
              <li><a href=\"{b}/json\">/json</a>: the whole state (the JSON dump)</li>\n\
              <li><a href=\"{b}/folded\">/folded</a>: folded stacks of live bytes</li>\n\
              <li><a href=\"{b}/dump\">/dump</a>: the 2.x text dump</li>\n</ul>\n\

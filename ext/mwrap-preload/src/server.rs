@@ -3,6 +3,11 @@
 //! connection at a time, parses the request (`httparse`), lets `pages`
 //! render the answer and writes it, then closes the connection.
 //!
+//! The same thread samples RSS and live bytes every `interval_ms` for
+//! `timeline`, and writes a `snapshot` every `snapshot_interval` (it runs
+//! for either: with snapshots alone it serves nothing). It waits in
+//! `poll` on the listening socket until the next of them is due.
+//!
 //! The thread is created with every signal blocked, so the program's
 //! handlers never run on it, and it holds the recursion guard for its
 //! whole life: whatever it allocates goes untracked, and a page shows the
@@ -25,16 +30,17 @@
 
 use core::ffi::c_void;
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use mwrap_core::errno;
 use mwrap_core::options::{quoted, SUN_PATH_BYTES};
 
-use crate::config::dup_high;
+use crate::config::{dup_high, Config};
+use crate::copy::monotonic_nanos;
 use crate::diag::{strerror, write_stderr};
 use crate::pages::{self, Request, Respond};
-use crate::per_thread;
 use crate::state::CONFIG;
+use crate::{per_thread, snapshot, timeline};
 
 /// The server thread's stack: rendering needs little (the tables are
 /// read in pieces); glibc maps it, and only the pages touched are resident.
@@ -61,6 +67,8 @@ static CONN_FD: AtomicI32 = AtomicI32::new(-1);
 static BOUND_PID: AtomicU32 = AtomicU32::new(0);
 static BOUND_DEV: AtomicU64 = AtomicU64::new(0);
 static BOUND_INO: AtomicU64 = AtomicU64::new(0);
+/// Whether this process started the thread (a fork child starts its own).
+static THREAD_STARTED: AtomicBool = AtomicBool::new(false);
 
 /// `DIR/PID.sock`, NUL-terminated, in a `sockaddr_un`'s room.
 struct SocketPath {
@@ -149,28 +157,20 @@ fn close(fd: i32) {
 }
 
 /// Start-up, with the configuration read: the endpoint when `socket_dir`
-/// is set. A directory that is refused, or a socket that cannot be made,
-/// is reported in one stderr line; the program runs on without endpoint.
+/// is set, and the thread when there is an endpoint or snapshots. A
+/// directory that is refused, or a socket that cannot be made, is
+/// reported in one stderr line; the program runs on without endpoint.
 pub fn start() {
-    let Some(dir) = CONFIG.get().and_then(|c| c.socket_dir.as_deref()) else {
+    let Some(config) = CONFIG.get() else {
         return;
     };
-    errno::preserved(|| {
-        let problem = match checked_dir(dir) {
-            Ok(()) => listen_and_serve(dir),
-            Err(problem) => Err(problem),
-        };
-        if let Err(problem) = problem {
-            write_stderr(
-                format!("mwrap: socket_dir {} {problem}; no endpoint\n", quoted(dir)).as_bytes(),
-            );
-        }
-    });
+    errno::preserved(|| begin(config, true));
 }
 
 /// In a fork child (not the leak scan's copy): the parent's descriptors
-/// are closed here, and the child serves its own `DIR/CHILDPID.sock` from
-/// a thread of its own (threads do not survive fork).
+/// are closed here, and the child serves its own `DIR/CHILDPID.sock` and
+/// writes its own snapshots from a thread of its own (threads do not
+/// survive fork), with a timeline that starts at the fork.
 pub fn in_fork_child() {
     errno::preserved(|| {
         for fd in [
@@ -181,18 +181,51 @@ pub fn in_fork_child() {
                 close(fd);
             }
         }
-        if BOUND_PID.swap(0, Ordering::AcqRel) == 0 {
-            return; // the parent had no endpoint
+        let had_endpoint = BOUND_PID.swap(0, Ordering::AcqRel) != 0;
+        if !THREAD_STARTED.swap(false, Ordering::AcqRel) {
+            return; // the parent had no thread
         }
-        let Some(dir) = CONFIG.get().and_then(|c| c.socket_dir.as_deref()) else {
-            return;
-        };
-        if let Err(problem) = listen_and_serve(dir) {
-            write_stderr(
-                format!("mwrap: socket_dir {} {problem}; no endpoint\n", quoted(dir)).as_bytes(),
-            );
+        timeline::in_fork_child();
+        if let Some(config) = CONFIG.get() {
+            begin(config, had_endpoint);
         }
     });
+}
+
+/// Binds the endpoint (when `listen` and `socket_dir` is set) and starts
+/// the thread if there is an endpoint or snapshots to write.
+fn begin(config: &Config, listen: bool) {
+    timeline::restart_clock(config.options.interval_ms);
+    if let Some(dir) = config.socket_dir.as_deref().filter(|_| listen) {
+        let bound = checked_dir(dir).and_then(|()| bind_endpoint(dir));
+        if let Err(problem) = bound {
+            no_endpoint(dir, &problem);
+        }
+    }
+    let endpoint = LISTEN_FD.load(Ordering::Acquire) >= 0;
+    if !endpoint && !config.snapshots() {
+        return;
+    }
+    match spawn() {
+        Ok(()) => THREAD_STARTED.store(true, Ordering::Release),
+        Err(e) => {
+            let why = strerror(e);
+            if let (true, Some(dir)) = (endpoint, config.socket_dir.as_deref()) {
+                unbind();
+                no_endpoint(dir, &format!("cannot start the endpoint's thread: {why}"));
+            }
+            if config.snapshots() {
+                write_stderr(
+                    format!("mwrap: snapshot_interval: cannot start the preload's thread: {why}; no snapshots\n")
+                        .as_bytes(),
+                );
+            }
+        }
+    }
+}
+
+fn no_endpoint(dir: &[u8], problem: &str) {
+    write_stderr(format!("mwrap: socket_dir {} {problem}; no endpoint\n", quoted(dir)).as_bytes());
 }
 
 /// At exit: removes this process's socket file if it is still the one it
@@ -264,8 +297,8 @@ fn checked_dir(dir: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Binds `DIR/PID.sock` (0600), listens, and starts the server thread.
-fn listen_and_serve(dir: &[u8]) -> Result<(), String> {
+/// Binds `DIR/PID.sock` (0600) and listens; the thread is started after.
+fn bind_endpoint(dir: &[u8]) -> Result<(), String> {
     let pid = getpid();
     let path = SocketPath::new(dir, pid).ok_or("is too long for a unix socket path")?;
     let fd = listening(&path)
@@ -285,17 +318,17 @@ fn listen_and_serve(dir: &[u8]) -> Result<(), String> {
     BOUND_INO.store(st.st_ino, Ordering::Relaxed);
     LISTEN_FD.store(fd, Ordering::Release);
     BOUND_PID.store(pid, Ordering::Release);
-    if let Err(e) = spawn() {
-        at_exit();
-        BOUND_PID.store(0, Ordering::Release);
-        LISTEN_FD.store(-1, Ordering::Release);
-        close(fd);
-        return Err(format!(
-            "cannot start the endpoint's thread: {}",
-            strerror(e)
-        ));
-    }
     Ok(())
+}
+
+/// Undoes `bind_endpoint` (its thread could not be started).
+fn unbind() {
+    at_exit();
+    BOUND_PID.store(0, Ordering::Release);
+    let fd = LISTEN_FD.swap(-1, Ordering::AcqRel);
+    if fd >= 0 {
+        close(fd);
+    }
 }
 
 /// A listening socket at `path`, on a high close-on-exec descriptor;
@@ -343,6 +376,14 @@ fn listening(path: &SocketPath) -> Result<i32, (&'static str, i32)> {
         unsafe { libc::unlink(path.c()) };
         close(fd);
         return Err(("chmod 0600", e));
+    }
+    // Non-blocking: `poll` said a connection is there, but a client that
+    // gave up in between must not leave accept waiting (and samples late).
+    // A connection accepted from it is blocking all the same (Linux).
+    // SAFETY: fcntl on our own descriptor.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
     // SAFETY: a bound socket of ours.
     if unsafe { libc::listen(fd, 16) } != 0 {
@@ -419,51 +460,119 @@ extern "C" fn serve_forever(_: *mut c_void) -> *mut c_void {
     if let Some(record) = per_thread::current() {
         per_thread::data(record).enter_busy();
     }
-    accept_loop();
+    if let Some(config) = CONFIG.get() {
+        run(config);
+    }
     core::ptr::null_mut()
 }
 
-fn accept_loop() {
+/// The next time something due at `due`, every `every` nanoseconds, is
+/// due after `now`: intervals missed (a slow client, a stopped process)
+/// are skipped, not caught up in a burst.
+fn next_due(due: u64, every: u64, now: u64) -> u64 {
+    let next = due.saturating_add(every);
+    if next > now {
+        next
+    } else {
+        now.saturating_add(every)
+    }
+}
+
+/// Samples every `interval_ms`, writes a snapshot every
+/// `snapshot_interval`, and between them waits in `poll` for a connection,
+/// served at once: answering stays prompt, and the samples keep time
+/// except while a page is being served (at most the client timeouts).
+fn run(config: &Config) {
+    const MILLI: u64 = 1_000_000;
+    let sample_every = config.options.interval_ms as u64 * MILLI;
+    let snapshot_every = config
+        .snapshots()
+        .then(|| config.options.snapshot_interval.unwrap_or(1) as u64 * 1000 * MILLI);
+    let start = monotonic_nanos();
+    let mut next_sample = start;
+    let mut next_snapshot = snapshot_every.map_or(u64::MAX, |every| start + every);
     loop {
+        let now = monotonic_nanos();
+        if now >= next_sample {
+            timeline::sample();
+            next_sample = next_due(next_sample, sample_every, now);
+        }
+        if let Some(every) = snapshot_every {
+            if now >= next_snapshot {
+                snapshot::periodic();
+                next_snapshot = next_due(next_snapshot, every, monotonic_nanos());
+            }
+        }
+        let wait = next_sample
+            .min(next_snapshot)
+            .saturating_sub(monotonic_nanos());
+        let timeout_ms = wait.div_ceil(MILLI).min(i32::MAX as u64) as i32;
         let listen = LISTEN_FD.load(Ordering::Acquire);
         if listen < 0 {
-            return;
-        }
-        // SAFETY: accept4 on our listening socket; no address wanted.
-        let conn = unsafe {
-            libc::accept4(
-                listen,
-                core::ptr::null_mut(),
-                core::ptr::null_mut(),
-                libc::SOCK_CLOEXEC,
-            )
-        };
-        if conn < 0 {
-            match errno::get() {
-                libc::EINTR | libc::ECONNABORTED | libc::EPROTO => continue,
-                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    pause_briefly();
-                    continue;
-                }
-                // The program closed our descriptor (EBADF, or a number
-                // now not a listening socket): the endpoint ends.
-                _ => return,
+            if snapshot_every.is_none() {
+                return; // the endpoint ended, and there is nothing else to do
             }
+            // SAFETY: poll of no descriptor: a sleep.
+            unsafe { libc::poll(core::ptr::null_mut(), 0, timeout_ms) };
+            continue;
         }
-        // Moved high at once: the low number is the program's next open's.
-        let conn = match dup_high(conn) {
-            Ok(high) => {
-                close(conn);
-                high
-            }
-            Err(_) => conn,
+        let mut waiting = libc::pollfd {
+            fd: listen,
+            events: libc::POLLIN,
+            revents: 0,
         };
-        CONN_FD.store(conn, Ordering::Release);
-        serve(conn);
-        if CONN_FD.swap(-1, Ordering::AcqRel) == conn {
-            close(conn);
+        // SAFETY: poll of one pollfd of ours.
+        let ready = unsafe { libc::poll(&mut waiting, 1, timeout_ms) };
+        if ready <= 0 {
+            continue; // a timeout (something is due) or EINTR
+        }
+        if waiting.revents & (libc::POLLNVAL | libc::POLLERR | libc::POLLHUP) != 0
+            || !accept_one(listen)
+        {
+            // The program closed our descriptor (or the number now names
+            // something else, its own: not ours to close).
+            let _ = LISTEN_FD.compare_exchange(listen, -1, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
+}
+
+/// Accepts and serves one connection, if one is there; false when the
+/// listening descriptor is no longer ours (the endpoint ends).
+fn accept_one(listen: i32) -> bool {
+    // SAFETY: accept4 on our listening socket; no address wanted.
+    let conn = unsafe {
+        libc::accept4(
+            listen,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
+    if conn < 0 {
+        return match errno::get() {
+            libc::EINTR | libc::EAGAIN | libc::ECONNABORTED | libc::EPROTO => true,
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                pause_briefly();
+                true
+            }
+            // EBADF, ENOTSOCK, EINVAL: the program closed our descriptor.
+            _ => false,
+        };
+    }
+    // Moved high at once: the low number is the program's next open's.
+    let conn = match dup_high(conn) {
+        Ok(high) => {
+            close(conn);
+            high
+        }
+        Err(_) => conn,
+    };
+    CONN_FD.store(conn, Ordering::Release);
+    serve(conn);
+    if CONN_FD.swap(-1, Ordering::AcqRel) == conn {
+        close(conn);
+    }
+    true
 }
 
 fn pause_briefly() {
@@ -794,6 +903,14 @@ mod tests {
         assert_eq!(&p.bytes[..p.len], b"/d/0.sock");
         assert!(SocketPath::new(&[b'x'; 100], 1).is_some()); // 107 bytes and the NUL
         assert!(SocketPath::new(&[b'x'; 101], 1).is_none());
+    }
+
+    #[test]
+    fn missed_intervals_are_skipped_not_caught_up() {
+        assert_eq!(next_due(100, 10, 105), 110);
+        assert_eq!(next_due(100, 10, 110), 120); // late by a whole interval
+        assert_eq!(next_due(100, 10, 1000), 1010);
+        assert_eq!(next_due(u64::MAX - 1, 10, 0), u64::MAX);
     }
 
     #[test]
