@@ -91,13 +91,13 @@ RSpec.describe "the pages in headless Chromium" do
     end
   end
 
-  it "follows /each's heading links to reorder the endpoint's table (through mwrapctl proxy)" do
+  it "follows /each's heading links to reorder the endpoint's table, and draws /timeline's points (through mwrapctl proxy)" do
     Dir.mktmpdir do |dir|
       script = File.join(dir, "serve.rb")
       File.write(script, "keep = []\n300.times { keep << 'x' * 10_000 } # leak\n" \
                          "$stdout.puts 'ready'\n$stdout.flush\n$stdin.read\n")
       sockets = File.join(dir, "sockets")
-      env = { "LD_PRELOAD" => built_preload, "MWRAP" => "socket_dir:#{sockets}" }
+      env = { "LD_PRELOAD" => built_preload, "MWRAP" => "socket_dir:#{sockets},interval_ms:50" }
       SpecProcess.open(env, RbConfig.ruby, script, timeout: 120) do |child|
         expect(child.gets(20)).to eq("ready\n")
         pid = Integer(Dir.children(sockets).first[/\A\d+/])
@@ -114,6 +114,20 @@ RSpec.describe "the pages in headless Chromium" do
           expect(totals.size).to be > 5
           expect(totals).to eq(totals.sort.reverse)
           screenshot("#{base}/each?limit=40", "each.png")
+
+          # The ring has samples every 50 ms: wait (with a deadline) for
+          # three, then let the browser draw them.
+          deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 10
+          until Net::HTTP.get(URI("#{base}/timeline")).scan("<circle").size >= 6
+            raise "no 3 samples in 10 s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+            Thread.pass
+          end
+          timeline = dom("#{base}/timeline")
+          expect(timeline.scan(/<circle[^>]*class="rss"/).size).to be >= 3
+          expect(timeline.scan(/<circle[^>]*class="live"/).size).to be >= 3
+          expect(timeline).to include("<svg")
+          screenshot("#{base}/timeline", "timeline.png")
           proxy.kill_unless_done
         end
         child.close_stdin

@@ -229,7 +229,9 @@ RSpec.describe "mwrapctl report and diff" do
           var ths = [{ dataset: { kind: "num" } }, { dataset: { kind: "text" } }];
           ths.forEach(function (th) { th.classList = classList(); th.addEventListener = function (_, f) { th.click = f; }; });
           var table = { tBodies: [body], querySelectorAll: function () { return ths; } };
-          global.document = { querySelectorAll: function () { return [table]; } };
+          global.document = { querySelectorAll: function () { return [table]; },
+                              querySelector: function () { return table; } };
+          global.location = { hash: "" }; // a page opened without #sort=
           eval(require("fs").readFileSync(__dirname + "/sorter.js", "utf8"));
           var order = function () { return rows.map(function (r) { return r.cells[1].textContent; }).join(""); };
           ths[0].click(); console.log(order());
