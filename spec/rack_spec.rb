@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "json"
 require "spec_helper"
 require "support/mwrap_api"
 require "cgi"
@@ -200,6 +201,40 @@ RSpec.describe Mwrap::RackApp do
         expect(Integer(first[0])).to eq(Integer(first[1]) * 512)
         expect(v[:bad]).to include("bad min &quot;x&quot;")
         expect(v[:index]).to include('href="/leaks">leaked memory</a>')
+      end
+    end
+
+    it "serves the endpoint's own pages as they are: /json, /folded, /heap.pb.gz, /timeline; POST /reset" do
+      Dir.mktmpdir do |dir|
+        code = MwrapApiHelpers::SHOW + RACK_SCRIPT + <<~'RUBY'
+          keep = Array.new(100) { "x" * 10_000 } # kept
+          request = Rack::MockRequest.new(Rack::Lint.new(Mwrap::RackApp.new))
+          pages = %w[/json /folded /heap.pb.gz /timeline].to_h do |path|
+            res = request.get(path)
+            [path, [res.status, res.headers["content-type"], res.body]]
+          end
+          show :pages, pages
+          show :pid, $$
+          reset = request.post("/reset")
+          show :reset, [reset.status, reset.body, Mwrap.total_bytes_allocated < 1_000_000]
+          show :get_reset, request.get("/reset").status
+          show :index, request.get("/").body
+        RUBY
+        path, out = run_api(code, dir: dir)
+        v = values(out)
+        json = v[:pages]["/json"]
+        expect(json[0, 2]).to eq([200, "application/json"])
+        doc = JSON.parse(json[2])
+        expect(doc["pid"]).to eq(v[:pid])
+        expect(doc["locations"].map { |l| l["location"] }).to include("#{path}:#{line_of(code, '# kept')}")
+        expect(v[:pages]["/folded"][0]).to eq(200)
+        pprof = v[:pages]["/heap.pb.gz"]
+        expect(pprof[0, 2]).to eq([200, "application/octet-stream"])
+        expect(pprof[2].b[0, 2]).to eq("\x1f\x8b".b)
+        expect(v[:pages]["/timeline"][0]).to eq(200)
+        expect(v[:reset]).to eq([200, "reset\n", true])
+        expect(v[:get_reset]).to eq(405)
+        expect(v[:index]).to include('href="/heap.pb.gz"', 'action="/reset"')
       end
     end
 

@@ -22,6 +22,9 @@ module Mwrap
   #   builds no Ruby object per location: 200 rows at a time by default,
   #   sortable by any column, with live bytes and the growth since the
   #   last mark. <tt>POST /mark</tt> sets that mark.
+  # * <tt>/json</tt>, <tt>/folded</tt>, <tt>/dump</tt>, <tt>/heap.pb.gz</tt>,
+  #   <tt>/timeline</tt>, <tt>/peak</tt>, <tt>POST /reset</tt> — the
+  #   endpoint's own pages, as it serves them.
   # * <tt>/each/MIN?sort=COLUMN</tt> — mwrap 2.x's address for the table:
   #   a redirect (301) to <tt>/each?min=MIN&sort=COLUMN</tt>.
   # * <tt>/leaks?min=MIN</tt> — runs one Mwrap.leaks scan and lists the
@@ -35,13 +38,16 @@ module Mwrap
   #   shows the page again with what it gave back.
   #
   # A malformed MIN or an unknown sort column is a 400 naming it; any other
-  # path is a 404. POST is allowed on <tt>/trim</tt> and <tt>/mark</tt>
-  # only. Every page is built inside Mwrap.quiet (so serving it records
+  # path is a 404. POST is allowed on <tt>/trim</tt>, <tt>/mark</tt> and
+  # <tt>/reset</tt> only. Every page is built inside Mwrap.quiet (so serving it records
   # nothing), HTML-escaped, with Cache-Control: no-cache. It depends on no
   # Rack code and works with Rack 2 and 3.
   #
   # Not named Mwrap::Rack: inside `module Mwrap`, `Rack` must mean ::Rack.
   class RackApp
+    # The endpoint's own pages the app serves as they are (rendered by the
+    # preload; /breakdown and /leaks are the app's, which ask Ruby too).
+    PRELOAD_PAGES = %w[/json /folded /dump /heap.pb.gz /timeline /peak].freeze
     # Columns of mwrap 2.x's /each/MIN: the sort values its address allows
     # (each is a column of the preload's /each too).
     COLUMNS = %w[total allocations frees mean_life max_life location].freeze
@@ -59,8 +65,8 @@ module Mwrap
       if method == "POST" && env["PATH_INFO"].to_s == "/trim"
         return Mwrap.quiet { breakdown(env["SCRIPT_NAME"].to_s, trimmed: Mwrap.trim) }
       end
-      if method == "POST" && env["PATH_INFO"].to_s == "/mark"
-        return Mwrap.quiet { preload_page(env, "POST", "/mark") }
+      if method == "POST" && %w[/mark /reset].include?(env["PATH_INFO"].to_s)
+        return Mwrap.quiet { preload_page(env, "POST", env["PATH_INFO"].to_s) }
       end
       unless method == "GET" || method == "HEAD"
         return Mwrap.quiet do
@@ -80,14 +86,14 @@ module Mwrap
       base = env["SCRIPT_NAME"].to_s
       case path
       when "", "/" then index(base)
-      when "/each" then preload_page(env, "GET", "/each")
+      when "/each", *PRELOAD_PAGES then preload_page(env, "GET", path)
       when %r{\A/each/([^/]*)\z} then each_redirect(base, Regexp.last_match(1), env["QUERY_STRING"].to_s)
       when %r{\A/at/(.+)\z}m then preload_page(env, "GET", "/at/#{encoded_location(env, Regexp.last_match(1))}")
       when "/leaks" then leaks_page(base, env["QUERY_STRING"].to_s)
       when "/heap_pages" then heap_pages
       when "/breakdown" then breakdown(base)
       when "/trim" then error(405, "/trim takes a POST (the button on /breakdown)", "allow" => "POST")
-      when "/mark" then error(405, "/mark takes a POST (the button on the index)", "allow" => "POST")
+      when "/mark", "/reset" then error(405, "#{path} takes a POST (the buttons on the index)", "allow" => "POST")
       else error(404, "not found: #{path.inspect}")
       end
     end
@@ -101,9 +107,13 @@ module Mwrap
         <li><a href="#{h(base)}/breakdown">memory breakdown</a></li>
         <li><a href="#{h(base)}/leaks">leaked memory</a> (scans a copy of the process: the link runs
         Mwrap.leaks)</li>
+        <li><a href="#{h(base)}/json">/json</a>, <a href="#{h(base)}/folded">/folded</a>,
+        <a href="#{h(base)}/dump">/dump</a>, <a href="#{h(base)}/heap.pb.gz">/heap.pb.gz</a> (pprof),
+        <a href="#{h(base)}/timeline">/timeline</a>, <a href="#{h(base)}/peak">/peak</a></li>
         </ul>
         <form method="post" action="#{h(base)}/mark"><button type="submit">mark (baseline of the growth
         column)</button></form>
+        <form method="post" action="#{h(base)}/reset"><button type="submit">reset (Mwrap.reset)</button></form>
         <p>preloaded: #{Mwrap.preloaded?}</p>
       HTML
     end

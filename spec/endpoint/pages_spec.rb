@@ -97,4 +97,36 @@ RSpec.describe "endpoint pages" do
       expect(v[:grown]).to be < 5 * 1024 * 1024
     end
   end
+
+  it "shows the memory breakdown (iseq unknown) and a leak scan, on demand" do
+    Dir.mktmpdir do |dir|
+      code = MwrapApiHelpers::SHOW + <<~'RUBY'
+        require "mwrap"
+        require "fiddle"
+        ptrs = Array.new(2000)
+        Fiddle.free(Fiddle.malloc(512))
+        2000.times { |i| ptrs[i] = Fiddle.malloc(512) } # leak
+        page = ->(path, query = "") { Mwrap.render_page("GET", path, query, "/base") }
+        show :breakdown, page.("/breakdown")
+        show :leaks, page.("/leaks")
+        show :bad, page.("/leaks", "min=x")[0]
+        show :index, page.("/")[2]
+      RUBY
+      path, out = run_api(code, dir: dir)
+      v = values(out)
+      status, _, body = v[:breakdown]
+      expect(status).to eq(200)
+      cells = rows(body).to_h { |r| [r.first, r.drop(1)] }
+      expect(cells.keys).to include("rss", "malloc_in_use", "malloc_free_held", "unexplained")
+      expect(cells["iseq (in malloc)"]).to eq(["unknown"])
+      status, _, body = v[:leaks]
+      expect(status).to eq(200)
+      expect(body).to match(/Leak scan: \d+ of \d+ live blocks/)
+      leak = rows(body).find { |r| r.last.include?("#{path}:#{line_of(code, '# leak')}") }
+      expect(Integer(leak[1])).to be_between(1900, 2000)
+      expect(leak.last).to include('href="/base/at/')
+      expect(v[:bad]).to eq(400)
+      expect(v[:index]).to include('href="/base/breakdown"', 'href="/base/leaks"')
+    end
+  end
 end

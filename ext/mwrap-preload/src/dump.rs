@@ -125,6 +125,11 @@ pub fn render(
 /// preload's own tables: no Ruby is asked (at exit the VM is gone; the
 /// endpoint never calls Ruby), so `iseq` is unknown.
 pub fn memory_breakdown(cx: &LockCx<'_>) -> [(&'static str, Option<i128>); 12] {
+    breakdown::rows(&measure_memory(cx))
+}
+
+/// The breakdown itself (see [`memory_breakdown`]).
+pub fn measure_memory(cx: &LockCx<'_>) -> breakdown::Breakdown {
     let totals = mwrap_core::read::totals(&SITES, cx);
     let mut pages: Vec<HeapPageInfo> = Vec::new();
     let _ = HEAP.live(cx, &mut pages);
@@ -132,7 +137,7 @@ pub fn memory_breakdown(cx: &LockCx<'_>) -> [(&'static str, Option<i128>); 12] {
     addresses.sort_unstable();
     let mut stacks = Vec::new();
     THREADS.live_stacks(|address| stacks.push(address));
-    let b = breakdown::measure(&breakdown::Inputs {
+    breakdown::measure(&breakdown::Inputs {
         tracked: true,
         malloc_in_use: Some(totals.allocated.saturating_sub(totals.freed)),
         ruby_pages: &addresses,
@@ -140,8 +145,7 @@ pub fn memory_breakdown(cx: &LockCx<'_>) -> [(&'static str, Option<i128>); 12] {
         estimated_ruby_heap: None,
         stacks: &stacks,
         iseq: None,
-    });
-    breakdown::rows(&b)
+    })
 }
 
 fn write_dump(config: &Config, text: &[u8], to_fd_only: bool) {

@@ -83,6 +83,9 @@ pub fn respond(req: &Request<'_>, out: &mut impl Respond) {
         b"/timeline" | b"/peak" => not_allowed(out, "GET, HEAD"),
         b"/heap.pb.gz" if get => heap_pprof(out),
         b"/heap.pb.gz" => not_allowed(out, "GET, HEAD"),
+        b"/breakdown" if get => breakdown_page(out),
+        b"/leaks" if get => leaks_page(req.base, req.query, out),
+        b"/breakdown" | b"/leaks" => not_allowed(out, "GET, HEAD"),
         _ => {
             let mut msg = b"not found: ".to_vec();
             msg.extend_from_slice(req.path);
@@ -188,7 +191,9 @@ fn index(base: &[u8], out: &mut impl Respond) {
              <li><a href=\"{b}/peak\">/peak</a>: the peak of live bytes sampled, and its top locations</li>\n\
              <li><a href=\"{b}/json\">/json</a>: the whole state (the JSON dump)</li>\n\
              <li><a href=\"{b}/folded\">/folded</a>: folded stacks of live bytes</li>\n\
-             <li><a href=\"{b}/dump\">/dump</a>: the 2.x text dump</li>\n</ul>\n\
+             <li><a href=\"{b}/dump\">/dump</a>: the 2.x text dump</li>\n\
+             <li><a href=\"{b}/breakdown\">/breakdown</a>: where the resident memory is</li>\n\
+             <li><a href=\"{b}/leaks\">/leaks</a>: leaked memory (runs a leak scan: copies the process)</li>\n</ul>\n\
              <form method=\"post\" action=\"{b}/mark\"><button type=\"submit\">mark (baseline of the growth column)</button></form>\n\
              <form method=\"post\" action=\"{b}/reset\"><button type=\"submit\">reset (Mwrap.reset)</button></form>\n"
         )
@@ -555,6 +560,106 @@ fn at(base: &[u8], encoded: &[u8], out: &mut impl Respond) {
         out.body(&html);
     }
     out.body(b"</table>\n");
+    out.body(PAGE_END);
+}
+
+/// `/breakdown`: where the resident memory is, part by part (the report
+/// of `Mwrap.memory_report`; `iseq` unknown: the endpoint never asks Ruby).
+fn breakdown_page(out: &mut impl Respond) {
+    let Some(b) = with_cx(|cx| crate::dump::measure_memory(cx)) else {
+        return error(b"", out, 500, b"this thread has no record");
+    };
+    let report = mwrap_memory::breakdown::report(&b);
+    let mut html = page_start("memory breakdown");
+    html.extend_from_slice(b"<table>\n");
+    let mut lines = report.lines();
+    let header = lines.next().unwrap_or("");
+    html.extend_from_slice(b"<tr>");
+    for cell in header.split("  ").map(str::trim).filter(|c| !c.is_empty()) {
+        html.extend_from_slice(b"<th>");
+        html_escape(&mut html, cell.as_bytes());
+        html.extend_from_slice(b"</th>");
+    }
+    html.extend_from_slice(b"</tr>\n");
+    let mut advice = Vec::new();
+    for line in lines {
+        if line.starts_with("advice:") {
+            advice.push(line);
+            continue;
+        }
+        html.extend_from_slice(b"<tr>");
+        for cell in line.split("  ").map(str::trim).filter(|c| !c.is_empty()) {
+            html.extend_from_slice(b"<td>");
+            html_escape(&mut html, cell.as_bytes());
+            html.extend_from_slice(b"</td>");
+        }
+        html.extend_from_slice(b"</tr>\n");
+    }
+    html.extend_from_slice(b"</table>\n");
+    for a in advice {
+        html.extend_from_slice(b"<p>");
+        html_escape(&mut html, a.as_bytes());
+        html.extend_from_slice(b"</p>\n");
+    }
+    html.extend_from_slice(
+        b"<p>Page-level parts are resident pages (smaps, mincore); the malloc parts are the \
+          allocator's byte counts. Indented rows are part of another or for information.</p>\n",
+    );
+    out.head(200, HTML, &[]);
+    out.body(&html);
+    out.body(PAGE_END);
+}
+
+/// `/leaks?min=`: one leak scan (`Mwrap.leaks`) from the endpoint's
+/// thread. It runs without the GVL: a GC or compaction that is under way
+/// when the process is copied can make a block look anchored or leaked
+/// (`Mwrap.leaks`, which copies with the GVL held, cannot).
+fn leaks_page(base: &[u8], query: &[u8], out: &mut impl Respond) {
+    let min = match number(query, "min", 0, u64::MAX) {
+        Ok(n) => n,
+        Err(msg) => return error(base, out, 400, &msg),
+    };
+    let report = match crate::leak_scan::scan(0) {
+        Ok(r) => r,
+        Err(e) => return error(base, out, 503, e.describe().as_bytes()),
+    };
+    let s = &report.summary;
+    let mut html = page_start("leaked memory");
+    html.extend_from_slice(
+        format!(
+            "<p>Leak scan: {} of {} live blocks ({} of {} bytes) are reached by no pointer; the \
+             process stood still {:.1} ms for the copy, which scanned for {:.1} ms. Scanned \
+             without the GVL: a GC under way at the copy can make a block look leaked \
+             (Mwrap.leaks cannot).</p>\n<table>\n\
+             <tr><th>leaked_bytes</th><th>leaked_count</th><th>location</th></tr>\n",
+            s.leaked_blocks,
+            s.blocks,
+            s.leaked_bytes,
+            s.bytes,
+            s.pause_nanos as f64 / 1e6,
+            s.scan_nanos as f64 / 1e6
+        )
+        .as_bytes(),
+    );
+    for line in report.lines.iter().filter(|l| l.bytes > min) {
+        let name = report.name(line);
+        html.extend_from_slice(
+            format!(
+                "<tr><td>{}</td><td>{}</td><td><a href=\"",
+                line.bytes, line.count
+            )
+            .as_bytes(),
+        );
+        html_escape(&mut html, base);
+        html.extend_from_slice(b"/at/");
+        percent_encode(&mut html, name);
+        html.extend_from_slice(b"\">");
+        html_escape(&mut html, name);
+        html.extend_from_slice(b"</a></td></tr>\n");
+    }
+    html.extend_from_slice(b"</table>\n");
+    out.head(200, HTML, &[]);
+    out.body(&html);
     out.body(PAGE_END);
 }
 
