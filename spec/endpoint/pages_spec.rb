@@ -129,4 +129,45 @@ RSpec.describe "endpoint pages" do
       expect(v[:index]).to include('href="/base/breakdown"', 'href="/base/leaks"')
     end
   end
+
+  it "renders /json and /folded that agree with Mwrap.each and Mwrap.each_stack" do
+    Dir.mktmpdir do |dir|
+      code = MwrapApiHelpers::SHOW + <<~'RUBY'
+        require "mwrap"
+        require "json"
+        def nest(n) = n.zero? ? "x" * 200_000 : nest(n - 1) # nest
+        keep = Array.new(5) { |i| nest(i) }
+        GC.disable
+        each = Mwrap.each(100_000).map { |loc, total, allocations, frees, *| [loc, [total, allocations, frees]] }
+        stacks = Mwrap.each_stack.map { |loc, ruby, native, _t, _a, _f, live, *| [loc, ruby, native, live] }
+        json = Mwrap.render_page("GET", "/json", "", "")[2]
+        folded = Mwrap.render_page("GET", "/folded", "", "")[2]
+        show :each, each
+        show :stacks, stacks
+        show :json, json
+        show :folded, folded
+        show :size, keep.size
+      RUBY
+      path, out = run_api(code, dir: dir, env: { "MWRAP" => "ruby_bt:8" })
+      v = values(out)
+      nest = "#{path}:#{line_of(code, '# nest')}"
+      mine = ->(loc) { loc.start_with?(path) && loc != nest } # the script's own reading lines move
+      doc = JSON.parse(v[:json])
+      from_json = doc["locations"].select { |l| l["total"] > 100_000 }
+                                  .to_h { |l| [l["location"], [l["total"], l["allocations"], l["frees"]]] }
+      from_each = v[:each].to_h
+      (from_each.keys | from_json.keys).reject(&mine).each do |loc|
+        expect(from_json[loc]).to eq(from_each[loc]), loc
+      end
+      # five Strings of 200,001 bytes, and the call site's first-run caches
+      expect(from_each.fetch(nest).first).to be_between(1_000_005, 1_000_005 + 4096)
+      expect(from_json.fetch(nest)).to eq(from_each.fetch(nest))
+      folded = v[:folded].lines.to_h { |l| f, live = l.chomp.rpartition(" ").values_at(0, 2); [f, Integer(live)] }
+      v[:stacks].select { |loc, _, _, live| live.positive? && loc == nest }.each do |_, ruby, native, live|
+        frames = [*ruby.reverse, *native.reverse].map { |f| f.gsub(";", "\\x3b") }.join(";")
+        expect(folded[frames]).to eq(live), frames
+      end
+      expect(folded.keys.grep(/#{Regexp.escape(nest)}/)).not_to be_empty
+    end
+  end
 end
