@@ -4,6 +4,7 @@ require "fileutils"
 require "json"
 require "net/http"
 require "spec_helper"
+require "support/endpoint_helpers"
 
 # The HTML pages in a real browser: headless Chromium (Debian's
 # `chromium`, which .ci/setup installs) loads a report, a diff and the
@@ -12,7 +13,7 @@ require "spec_helper"
 # screenshots (tmp/screenshots/) to look at.
 RSpec.describe "the pages in headless Chromium" do
   CHROMIUM = %w[chromium chromium-browser].filter_map { |c| SpecProcess.which(c) }.first
-  CTL = File.expand_path("../../exe/mwrapctl", __dir__)
+  CTL = EndpointHelpers::CTL
   SHOTS = File.expand_path("../../tmp/screenshots", __dir__)
 
   before do
@@ -93,16 +94,8 @@ RSpec.describe "the pages in headless Chromium" do
 
   it "follows /each's heading links to reorder the endpoint's table, and draws /timeline's points (through mwrapctl proxy)" do
     Dir.mktmpdir do |dir|
-      script = File.join(dir, "serve.rb")
-      File.write(script, "keep = []\n300.times { keep << 'x' * 10_000 } # leak\n" \
-                         "$stdout.puts 'ready'\n$stdout.flush\n$stdin.read\n")
-      sockets = File.join(dir, "sockets")
-      env = { "LD_PRELOAD" => built_preload, "MWRAP" => "socket_dir:#{sockets},interval_ms:50" }
-      SpecProcess.open(env, RbConfig.ruby, script, timeout: 120) do |child|
-        expect(child.gets(20)).to eq("ready\n")
-        pid = Integer(Dir.children(sockets).first[/\A\d+/])
-        SpecProcess.open({}, RbConfig.ruby, CTL, "proxy", sockets, "--listen", "127.0.0.1:0", timeout: 120) do |proxy|
-          port = Integer(proxy.gets(20)[/:(\d+)\/\n\z/, 1])
+      serving_leak(dir, mwrap: "interval_ms:50") do |_child, pid, sockets, script|
+        proxying(sockets) do |port|
           base = "http://127.0.0.1:#{port}/#{pid}"
           page = dom("#{base}/each?limit=20")
           rows = page.scan(%r{<tr><td>.*?</tr>}m).map { |r| r.scan(%r{<td>(.*?)</td>}m).flatten }
@@ -128,9 +121,7 @@ RSpec.describe "the pages in headless Chromium" do
           expect(timeline.scan(/<circle[^>]*class="live"/).size).to be >= 3
           expect(timeline).to include("<svg")
           screenshot("#{base}/timeline", "timeline.png")
-          proxy.kill_unless_done
         end
-        child.close_stdin
       end
     end
   end

@@ -5,6 +5,7 @@ require "json"
 require "net/http"
 require "socket"
 require "spec_helper"
+require "support/endpoint_helpers"
 
 # exe/mwrapctl without a live endpoint: usage errors, stale sockets,
 # processes that cannot answer.
@@ -62,19 +63,7 @@ RSpec.describe "mwrapctl" do
 
     it "lists the process, shows its top locations, gets a page and its pprof profile" do
       Dir.mktmpdir do |dir|
-        script = File.join(dir, "leak.rb")
-        File.write(script, <<~'RUBY')
-          keep = []
-          300.times { keep << "x" * 10_000 } # leak
-          $stdout.puts "ready"
-          $stdout.flush
-          $stdin.read
-        RUBY
-        sock_dir = File.join(dir, "sockets")
-        env = { "LD_PRELOAD" => built_preload, "MWRAP" => "socket_dir:#{sock_dir}" }
-        SpecProcess.open(env, RbConfig.ruby, script, timeout: 60) do |child|
-          expect(child.gets(20)).to eq("ready\n")
-          pid = Integer(Dir.children(sock_dir).first[/\A\d+/])
+        serving_leak(dir) do |_child, pid, sock_dir, script|
           ls = ctl("ls", sock_dir)
           expect(ls.exitstatus).to eq(0)
           row = ls.stdout.lines.find { |l| l.start_with?(pid.to_s) }
@@ -101,24 +90,14 @@ RSpec.describe "mwrapctl" do
           missing = ctl("--dir", sock_dir, "get", pid.to_s, "/nope")
           expect(missing.exitstatus).to eq(1)
           expect(missing.stderr).to eq("mwrapctl: /nope of #{pid}: HTTP 404\n")
-          child.close_stdin
         end
       end
     end
 
     it "proxies every process of the directory on loopback: read-only, links under /PID, Host checked" do
       Dir.mktmpdir do |dir|
-        script = File.join(dir, "leak.rb")
-        File.write(script, "keep = []\n300.times { keep << 'x' * 10_000 } # leak\n$stdout.puts 'ready'\n" \
-                           "$stdout.flush\n$stdin.read\n")
-        sock_dir = File.join(dir, "sockets")
-        env = { "LD_PRELOAD" => built_preload, "MWRAP" => "socket_dir:#{sock_dir}" }
-        SpecProcess.open(env, RbConfig.ruby, script, timeout: 60) do |child|
-          expect(child.gets(20)).to eq("ready\n")
-          pid = Integer(Dir.children(sock_dir).first[/\A\d+/])
-          SpecProcess.open({}, RbConfig.ruby, EXE_CTL, "proxy", sock_dir, "--listen", "127.0.0.1:0",
-                           timeout: 60) do |proxy|
-            port = Integer(proxy.gets(20)[%r{\Alistening on http://127\.0\.0\.1:(\d+)/\n\z}, 1])
+        serving_leak(dir) do |_child, pid, sock_dir, script|
+          proxying(sock_dir) do |port|
             http = Net::HTTP.new("127.0.0.1", port)
             index = http.get("/")
             expect(index.code).to eq("200")
@@ -135,9 +114,7 @@ RSpec.describe "mwrapctl" do
             expect(rebound.code).to eq("403")
             expect(rebound.body).to include("guard against DNS rebinding")
             expect(http.get("/999999/each").code).to eq("404")
-            proxy.kill_unless_done
           end
-          child.close_stdin
         end
       end
       r = ctl("proxy", Dir.tmpdir, "--listen", "0.0.0.0:8080")
