@@ -572,28 +572,25 @@ fn breakdown_page(out: &mut impl Respond) {
     let report = mwrap_memory::breakdown::report(&b);
     let mut html = page_start("memory breakdown");
     html.extend_from_slice(b"<table>\n");
+    // The report's columns are separated by two spaces or more.
+    let row = |html: &mut Vec<u8>, line: &str, cell: &str| {
+        html.extend_from_slice(b"<tr>");
+        for text in line.split("  ").map(str::trim).filter(|c| !c.is_empty()) {
+            html.extend_from_slice(format!("<{cell}>").as_bytes());
+            html_escape(html, text.as_bytes());
+            html.extend_from_slice(format!("</{cell}>").as_bytes());
+        }
+        html.extend_from_slice(b"</tr>\n");
+    };
     let mut lines = report.lines();
-    let header = lines.next().unwrap_or("");
-    html.extend_from_slice(b"<tr>");
-    for cell in header.split("  ").map(str::trim).filter(|c| !c.is_empty()) {
-        html.extend_from_slice(b"<th>");
-        html_escape(&mut html, cell.as_bytes());
-        html.extend_from_slice(b"</th>");
-    }
-    html.extend_from_slice(b"</tr>\n");
+    row(&mut html, lines.next().unwrap_or(""), "th");
     let mut advice = Vec::new();
     for line in lines {
         if line.starts_with("advice:") {
             advice.push(line);
-            continue;
+        } else {
+            row(&mut html, line, "td");
         }
-        html.extend_from_slice(b"<tr>");
-        for cell in line.split("  ").map(str::trim).filter(|c| !c.is_empty()) {
-            html.extend_from_slice(b"<td>");
-            html_escape(&mut html, cell.as_bytes());
-            html.extend_from_slice(b"</td>");
-        }
-        html.extend_from_slice(b"</tr>\n");
     }
     html.extend_from_slice(b"</table>\n");
     for a in advice {
