@@ -21,7 +21,7 @@ RSpec.describe "the Ruby API under GC.stress" do
     expect(r.stdout.lines).to eq([
       "false\n", "true\n",
       "#{%i[== allocations each eql? frees hash inspect leaked live_bytes live_count max_lifespan
-             mean_lifespan name stacks total].inspect}\n",
+             mean_lifespan name stacks temporary total].inspect}\n",
       "#{%i[each page_size stat].inspect}\n",
       "false\n"
     ])

@@ -292,7 +292,7 @@ RSpec.describe Mwrap::RackApp do
         expect(totals).to eq(totals.sort.reverse)
         allocations = column.("/each?limit=10000&sort=allocations", 1).map(&:to_i)
         expect(allocations).to eq(allocations.sort.reverse)
-        names = column.("/each?limit=10000&sort=location", 8).map { |c| CGI.unescapeHTML(c.gsub(/<[^>]*>/, "")).b }
+        names = column.("/each?limit=10000&sort=location", 9).map { |c| CGI.unescapeHTML(c.gsub(/<[^>]*>/, "")).b }
         expect(names).to eq(names.sort)
         means = column.("/each?limit=10000&sort=mean_life", 6).map { |c| c == "Infinity" ? Float::INFINITY : Float(c) }
         expect(means).to eq(means.sort.reverse)

@@ -50,13 +50,17 @@ module Mwrap
 
     def locations_table
       leaks = @dump.leaks?
+      # dumps of mwrap before temporary allocations were counted have none
+      temporary = @dump.locations.any? { |l| l.key?("temporary") }
       columns = [["live_bytes", :num], ["live_count", :num], ["total", :num], ["allocations", :num], ["frees", :num]]
+      columns << ["temporary", :num] if temporary
       columns += [["leaked_bytes", :num], ["leaked_count", :num]] if leaks
       columns << ["location", :text]
       sorted = @dump.locations.sort_by { |l| [-l["live_bytes"], -l["total"], l["location"]] }
       shown = sorted.first(MAX_ROWS)
       rows = shown.map do |l|
         nums = %w[live_bytes live_count total allocations frees]
+        nums << "temporary" if temporary
         nums += JsonDump::LEAK_NUMBERS if leaks
         nums.map { |k| l[k].nil? ? "-" : l[k].to_s } << h(l["location"])
       end

@@ -39,7 +39,7 @@ RSpec.describe "endpoint pages" do
       expect(headers["content-type"]).to eq("text/html; charset=utf-8")
       header, *first = rows(body)
       expect(header.map { |c| c.gsub(/<[^>]*>/, "") })
-        .to eq(%w[total allocations frees live_bytes live_count growth mean_life max_life location])
+        .to eq(%w[total allocations frees live_bytes live_count growth mean_life max_life temporary location])
       expect(header[3]).to eq("live_bytes") # the sorted column, unlinked
       expect(first.size).to eq(5)
       lives = first.map { |r| Integer(r[3]) }
@@ -63,7 +63,7 @@ RSpec.describe "endpoint pages" do
       expect(v[:bad]).to eq([
         [400, nil, "bad offset &quot;x&quot;: expected an integer from 0 to 4294967295"],
         [400, nil, "bad sort column &quot;size&quot;: expected one of total, allocations, frees, live_bytes, " \
-                   "live_count, growth, mean_life, max_life, location"],
+                   "live_count, growth, mean_life, max_life, temporary, location"],
         [404, nil, "not found: /nope"],
         [405, "GET, HEAD", "method not allowed (only GET, HEAD)"]
       ])

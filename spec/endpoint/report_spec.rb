@@ -55,11 +55,11 @@ RSpec.describe "mwrapctl report and diff" do
 
         # the locations table: the leak line's row with its live bytes and leaks
         table = html[%r{<table class="sortable" id="locations">.*?</table>}m]
-        expect(table).to include(">live_bytes</th>", ">leaked_bytes</th>", ">leaked_count</th>")
+        expect(table).to include(">live_bytes</th>", ">temporary</th>", ">leaked_bytes</th>", ">leaked_count</th>")
         row = table.lines.find { |l| l.include?("<td>#{script}:3</td>") }
         cells = row.scan(%r{<td[^>]*>(.*?)</td>}).flatten
-        expect(cells.first(7).map(&:to_i)).to eq(leak.values_at("live_bytes", "live_count", "total", "allocations", "frees",
-                                                                "leaked_bytes", "leaked_count"))
+        expect(cells.first(8).map(&:to_i)).to eq(leak.values_at("live_bytes", "live_count", "total", "allocations", "frees",
+                                                                "temporary", "leaked_bytes", "leaked_count"))
         # largest live bytes first
         lives = table.scan(%r{<tr><td class="n">(\d+)</td>}).flatten.map(&:to_i)
         expect(lives).to eq(lives.sort.reverse)

@@ -529,6 +529,11 @@ unsafe extern "C" fn render_pprof(sink: BytesSink, ctx: *mut c_void) -> i32 {
     STATUS_OK
 }
 
+/// The fake's locations made no temporary allocation.
+unsafe extern "C" fn site_temporary(_id: u32) -> u64 {
+    0
+}
+
 static mut API: PreloadApi = PreloadApi {
     abi_version: ABI_VERSION,
     struct_size: core::mem::size_of::<PreloadApi>() as u32,
@@ -556,6 +561,7 @@ static mut API: PreloadApi = PreloadApi {
     thread_stacks,
     render_page,
     render_pprof,
+    site_temporary,
 };
 
 #[no_mangle]

@@ -18,7 +18,7 @@ use core::ffi::c_void;
 
 /// Version of [`PreloadApi`]. Both libraries are built from one tree, so a
 /// mismatch means a stale preload library is first in `LD_PRELOAD`.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Name of the exported function returning `*const PreloadApi`.
 pub const PRELOAD_API_SYMBOL: &[u8] = b"mwrap_preload_api\0";
@@ -403,6 +403,10 @@ pub struct PreloadApi {
     /// with an allocation, its allocations and live blocks). Returns a
     /// `STATUS_*`; the sink is not called unless `STATUS_OK`.
     pub render_pprof: unsafe extern "C" fn(sink: BytesSink, ctx: *mut c_void) -> i32,
+    /// How many allocations of location `id` (its stacks' included) were
+    /// freed before their thread's next allocation (temporary ones); 0 for
+    /// an unknown id.
+    pub site_temporary: unsafe extern "C" fn(id: u32) -> u64,
 }
 
 #[cfg(test)]
@@ -421,7 +425,8 @@ mod tests {
         assert_eq!(size_of::<SiteFilter>(), 24);
         assert_eq!(size_of::<HeapPageStats>(), 8 + 2 * 40 + 8);
         assert_eq!(offset_of!(PreloadApi, sites), 8);
-        assert_eq!(size_of::<PreloadApi>(), 8 + 24 * 8);
+        assert_eq!(size_of::<PreloadApi>(), 8 + 25 * 8);
+        assert_eq!(offset_of!(PreloadApi, site_temporary), 8 + 24 * 8);
         assert_eq!(size_of::<PageRequest>(), 64);
         assert_eq!(offset_of!(PreloadApi, thread_stacks), 8 + 21 * 8);
         assert_eq!(offset_of!(PreloadApi, render_page), 8 + 22 * 8);

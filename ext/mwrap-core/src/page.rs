@@ -20,11 +20,13 @@ pub enum Column {
     Growth,
     MeanLife,
     MaxLife,
+    /// Allocations freed before their thread's next allocation.
+    Temporary,
     Location,
 }
 
 impl Column {
-    pub const ALL: [Column; 9] = [
+    pub const ALL: [Column; 10] = [
         Column::Total,
         Column::Allocations,
         Column::Frees,
@@ -33,6 +35,7 @@ impl Column {
         Column::Growth,
         Column::MeanLife,
         Column::MaxLife,
+        Column::Temporary,
         Column::Location,
     ];
 
@@ -46,6 +49,7 @@ impl Column {
             Column::Growth => "growth",
             Column::MeanLife => "mean_life",
             Column::MaxLife => "max_life",
+            Column::Temporary => "temporary",
             Column::Location => "location",
         }
     }
@@ -65,6 +69,8 @@ pub struct Candidate {
     pub id: u32,
     pub snapshot: SiteSnapshot,
     pub growth: Option<i64>,
+    /// Allocations freed before their thread's next allocation.
+    pub temporary: u64,
     pub name: Vec<u8>,
 }
 
@@ -90,6 +96,7 @@ impl Candidate {
             Column::Growth => self.growth.map_or(f64::NEG_INFINITY, |g| g as f64),
             Column::MeanLife => self.mean_life(),
             Column::MaxLife => s.max_lifespan as f64,
+            Column::Temporary => self.temporary as f64,
             Column::Location => 0.0,
         }
     }
@@ -198,6 +205,7 @@ mod tests {
                 ..Default::default()
             },
             growth: id.is_multiple_of(2).then_some(live as i64 - 50),
+            temporary: 0,
             name: name.as_bytes().to_vec(),
         }
     }

@@ -90,13 +90,15 @@ fn push_folded_frame(line: &mut Vec<u8>, frame: &[u8]) {
 /// `leaked_bytes` and `leaked_count`, and a `"leak_scan":{…}` member
 /// follows the locations (see [`Leaks`]); with `pid` (the exit dump, the
 /// endpoint) a `"pid":N` member; with `memory`, a `"memory":{…}` member of
-/// the breakdown's parts (`null` where unknown).
+/// the breakdown's parts (`null` where unknown); with `temporary` (the
+/// preload's count by location id), a `temporary` field per location.
 pub fn json(
     rows: &SiteRows,
     stacks: &StackRows,
     leaks: Option<&Leaks<'_>>,
     pid: Option<u32>,
     memory: Option<&[(&str, Option<i128>)]>,
+    temporary: Option<&dyn Fn(u32) -> u64>,
     out: &mut impl LineSink,
 ) {
     let mut by_location: Vec<&StackRow> = stacks.rows().iter().collect();
@@ -119,6 +121,9 @@ pub fn json(
             ("max_lifespan", s.max_lifespan),
         ] {
             json_number(&mut line, key, value);
+        }
+        if let Some(temporary) = temporary {
+            json_number(&mut line, "temporary", temporary(s.id));
         }
         if let Some(leaks) = leaks {
             let (bytes, count) = leaks.of(s.id);
@@ -548,7 +553,7 @@ mod tests {
         let stacks =
             crate::read::stacks(&t, &st, &c, &SiteFilter::default(), None, &BareAddresses).unwrap();
         let mut out = Vec::new();
-        json(&rows, &stacks, None, None, None, &mut out);
+        json(&rows, &stacks, None, None, None, None, &mut out);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5);
@@ -602,13 +607,15 @@ mod tests {
                 ("iseq", None),
                 ("unexplained", Some(-12)),
             ]),
+            Some(&|id| id as u64 * 10),
             &mut out,
         );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert!(
-            lines[1].contains(r#""max_lifespan":0,"leaked_bytes":100,"leaked_count":1,"stacks""#)
-        );
+        let temporary = first as u64 * 10;
+        assert!(lines[1].contains(&format!(
+            r#""max_lifespan":0,"temporary":{temporary},"leaked_bytes":100,"leaked_count":1,"stacks""#
+        )));
         assert!(lines[2].contains(r#""leaked_bytes":0,"leaked_count":0,"#));
         assert_eq!(
             lines[4],

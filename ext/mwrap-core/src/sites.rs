@@ -46,6 +46,12 @@ fn owner_word(id: u32, shard: usize) -> u32 {
     id | ((shard as u32) << SHARD_SHIFT)
 }
 
+/// The site id of a block's owner word (its shard bits dropped).
+#[inline]
+pub fn owner_site(word: u32) -> u32 {
+    word & SITE_ID_MASK
+}
+
 /// Counters of one shard of one location.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct SiteCounters {

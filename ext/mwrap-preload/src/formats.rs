@@ -45,6 +45,7 @@ pub fn render_format(
                 leaks.as_ref(),
                 extras.pid,
                 extras.memory,
+                Some(&crate::state::temporary_of),
                 out,
             )
         }

@@ -298,6 +298,7 @@ fn each(base: &[u8], query: &[u8], out: &mut impl Respond) {
                 id,
                 snapshot,
                 growth,
+                temporary: crate::state::temporary_of(id),
                 name,
             });
         }
@@ -387,6 +388,7 @@ fn each(base: &[u8], query: &[u8], out: &mut impl Respond) {
             }
             .as_bytes(),
         );
+        html.extend_from_slice(format!("<td>{}</td>", row.temporary).as_bytes());
         let mut name = row.name.clone();
         if name.is_empty() {
             if let Some(key) = SITES.key(row.id) {
@@ -426,8 +428,14 @@ fn each_tsv(rows: &[Candidate], table_size: usize, out: &mut impl Respond) {
         };
         line.extend_from_slice(
             format!(
-                "{}\t{}\t{}\t{}\t{}\t{growth}\t{life}\t{}\t",
-                s.total, s.allocations, s.frees, s.live_bytes, s.live_count, s.max_lifespan
+                "{}\t{}\t{}\t{}\t{}\t{growth}\t{life}\t{}\t{}\t",
+                s.total,
+                s.allocations,
+                s.frees,
+                s.live_bytes,
+                s.live_count,
+                s.max_lifespan,
+                row.temporary
             )
             .as_bytes(),
         );
@@ -681,6 +689,7 @@ fn mark(out: &mut impl Respond) {
 /// `POST /reset`: `Mwrap.reset`.
 fn reset(out: &mut impl Respond) {
     with_cx(|cx| SITES.reset(cx));
+    crate::state::reset_temporary();
     crate::state::code_freed();
     out.head(200, TEXT, &[]);
     out.body(b"reset\n");

@@ -51,6 +51,7 @@ pub static API: PreloadApi = PreloadApi {
     thread_stacks,
     render_page,
     render_pprof,
+    site_temporary,
 };
 
 /// Runs `f` with this thread's lock context and the recursion guard held;
@@ -173,6 +174,7 @@ unsafe extern "C" fn site_live(id: u32, sink: LiveSink, ctx: *mut c_void) -> i32
 
 unsafe extern "C" fn reset() {
     reading((), |cx| SITES.reset(cx));
+    crate::state::reset_temporary();
     // Watched code blocks are untracked now; their frees will not be seen.
     crate::state::code_freed();
 }
@@ -571,4 +573,8 @@ unsafe extern "C" fn render_pprof(sink: BytesSink, ctx: *mut c_void) -> i32 {
         }
         Err(()) => STATUS_NO_MEMORY,
     }
+}
+
+unsafe extern "C" fn site_temporary(id: u32) -> u64 {
+    crate::state::temporary_of(id)
 }

@@ -196,6 +196,29 @@ pub fn finish_start() {
     START.store(STARTED, Ordering::Release);
 }
 
+/// Per site id: its allocations freed before their thread's next
+/// allocation (temporary ones), counted by the free that finds it so.
+pub static TEMPORARY: ChunkedArray<AtomicU64, 1024, 1024> = ChunkedArray::new();
+
+/// The temporary allocations of location `id` (its stacks' included).
+pub fn temporary_of(id: u32) -> u64 {
+    let own = |i: u32| {
+        TEMPORARY
+            .get(i as usize)
+            .map_or(0, |t| t.load(Ordering::Relaxed))
+    };
+    own(id) + SITES.stacks_of(id).map(own).sum::<u64>()
+}
+
+/// A reset zeroes them with the other counters.
+pub fn reset_temporary() {
+    for id in 1..=SITES.site_count() {
+        if let Some(t) = TEMPORARY.get(id as usize) {
+            t.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The endpoint's `POST /mark`: each location's live bytes then, by site
 /// id (a location born since reads 0), and when (`CLOCK_MONOTONIC`
 /// nanoseconds; 0: no mark yet).

@@ -72,6 +72,10 @@ pub struct ThreadData {
     quiet_overflow: Cell<u32>,
     quiet: UnsafeCell<[QuietFiber; QUIET_FIBERS]>,
     deferred_len: Cell<u32>,
+    /// The header of this thread's newest tracked allocation: freed before
+    /// the thread allocates again, it was a temporary one (see
+    /// `state::TEMPORARY`); 0 once freed.
+    pub last_block: Cell<usize>,
     deferred: UnsafeCell<[usize; DEFERRED_FREES]>,
     ruby_cache: UnsafeCell<[RubyCacheEntry; RUBY_CACHE_SLOTS]>,
     native_cache: UnsafeCell<[NativeCacheEntry; NATIVE_CACHE_SLOTS]>,

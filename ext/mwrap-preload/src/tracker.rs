@@ -9,7 +9,7 @@ use mwrap_core::LiveAllocation;
 use crate::caller::Caller;
 use crate::per_thread::{self, lock_cx, Record};
 use crate::state::stacked;
-use crate::state::{code_freed, current_generation, started, HEAP, SITES};
+use crate::state::{code_freed, current_generation, started, HEAP, SITES, TEMPORARY};
 use crate::thread_data::{ThreadData, BUSY, DEFERRED, QUIET, READY};
 use crate::{init, locate, real, ruby};
 
@@ -91,6 +91,7 @@ unsafe fn charge_to_location(
     };
     // SAFETY: per this function's contract.
     unsafe { SITES.record_alloc(&lock_cx(record), site, data.shard(), hdr, generation) };
+    data.last_block.set(hdr as usize);
 }
 
 /// Counts the free of a block (if it is tracked) and takes it out of its
@@ -106,7 +107,8 @@ unsafe fn charge_to_location(
 #[must_use]
 pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
     // SAFETY: per this function's contract.
-    if unsafe { (*hdr).site() } == UNTRACKED_SITE {
+    let owner = unsafe { (*hdr).site() };
+    if owner == UNTRACKED_SITE {
         return true; // (only tracked blocks are watched)
     }
     let Some(record) = per_thread::current() else {
@@ -116,6 +118,11 @@ pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
     match unsafe { SITES.record_free(&lock_cx(record), hdr, current_generation()) } {
         // Frees a handler deferred are done by this thread's next charge.
         FreeOutcome::Counted { watched } => {
+            let data = per_thread::data(record);
+            if data.last_block.get() == hdr as usize {
+                data.last_block.set(0);
+                count_temporary(owner);
+            }
             if watched {
                 code_freed();
             }
@@ -126,6 +133,15 @@ pub unsafe fn release(hdr: *mut LiveAllocation) -> bool {
             per_thread::data(record).defer_free(hdr);
             false
         }
+    }
+}
+
+/// One more temporary allocation of the site `owner` names.
+#[cold]
+#[inline(never)]
+fn count_temporary(owner: u32) {
+    if let Some(t) = TEMPORARY.get_or_map(mwrap_core::sites::owner_site(owner) as usize) {
+        t.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     }
 }
 

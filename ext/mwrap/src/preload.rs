@@ -474,6 +474,12 @@ impl Preload {
         unsafe { (self.api.attach_ruby)() }
     }
 
+    /// Allocations of location `id` freed before their thread's next one.
+    pub fn temporary(self, id: u32) -> u64 {
+        // SAFETY: plain call into the validated table.
+        unsafe { (self.api.site_temporary)(id) }
+    }
+
     /// One page of the endpoint, rendered by the preload.
     pub fn render_page(
         self,

@@ -39,6 +39,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     class.define_method("each", method!(SourceLocation::each, 0))?;
     class.define_method("stacks", method!(SourceLocation::stacks, 0))?;
     class.define_method("leaked", method!(SourceLocation::leaked, 0))?;
+    class.define_method("temporary", method!(SourceLocation::temporary, 0))?;
     class.define_method("inspect", method!(SourceLocation::inspect, 0))?;
     class.define_method("==", method!(SourceLocation::equal, 1))?;
     class.define_method("eql?", method!(SourceLocation::equal, 1))?;
@@ -167,6 +168,13 @@ impl SourceLocation {
             out.push(crate::stacks::stack_row(ruby, entry)?)?;
         }
         Ok(out)
+    }
+
+    /// How many of this location's allocations were freed before their
+    /// thread's next allocation (temporary ones, as memray and heaptrack
+    /// count them).
+    fn temporary(&self) -> u64 {
+        preload::get().map_or(0, |p| p.temporary(self.id))
     }
 
     /// `[leaked_bytes, leaked_count]`: this location's live blocks that no
