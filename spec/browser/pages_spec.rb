@@ -88,6 +88,13 @@ RSpec.describe "the pages in headless Chromium" do
       expect(ids).not_to be_empty
       first = body_rows(page, ids.first).first
       expect(first.last).to include("#{script}:2")
+      # a click on the live_bytes_a heading reorders the first table by it
+      header = page[%r{<table[^>]*id="#{ids.first}".*?</tr>}m].scan(%r{<th[^>]*>(.*?)</th>}).flatten
+      col = header.index("live_bytes_a")
+      by_a = dom("file://#{html}#sort=live_bytes_a")
+      values = body_rows(by_a, ids.first).map { |c| Integer(c[col].delete(",")) rescue -1 }
+      expect(values).to eq(values.sort.reverse)
+      expect(by_a).to match(%r{<th[^>]*class="sorted"[^>]*>live_bytes_a</th>})
       screenshot("file://#{html}", "diff.png")
     end
   end
