@@ -236,11 +236,8 @@ RSpec.describe "Mwrap.leaks" do
         expect(row["leaked_count"]).to be_between(49_000, 50_000)
         expect(row["leaked_bytes"]).to be_within(4096).of(row["leaked_count"] * 1024)
         expect(doc["locations"]).to all(include("leaked_bytes", "leaked_count"))
-        expect(doc.keys).to eq(%w[mwrap locations leak_scan pid memory])
+        expect(doc.keys).to eq(%w[mwrap locations leak_scan pid])
         expect(doc["leak_scan"].keys).to eq(%w[blocks bytes leaked_blocks leaked_bytes root_bytes])
-        # the Fiddle program's live half is in malloc_in_use, its freed half free-held
-        expect(doc["memory"]["malloc_in_use"]).to be > 51_200_000
-        expect(doc["memory"]["malloc_free_held"]).to be > 45_000_000
         expect(doc["leak_scan"]["leaked_blocks"]).to be >= row["leaked_count"]
       end
     end

@@ -18,6 +18,10 @@ RSpec.describe "mwrapctl report and diff" do
     $keep = []
     grow($keep, N)
     eval('$evil = "y" * 50_000', nil, "<script>alert(1)</script>", 1)
+    if (out = ENV["ENDPOINT_JSON"]) # the endpoint's /json: with the memory breakdown
+      require "mwrap"
+      File.write(out, Mwrap.render_page("GET", "/json", "", "")[2])
+    end
   RUBY
 
   def ctl(*args)
@@ -25,17 +29,33 @@ RSpec.describe "mwrapctl report and diff" do
   end
 
   # The JSON dump of LEAK_SCRIPT (at dir/leak.rb) keeping `n` strings.
-  def dump(dir, name, n, mwrap: "ruby_bt:8,dump_leaks:1")
+  def dump(dir, name, n, mwrap: "ruby_bt:8,dump_leaks:1", endpoint_json: nil)
     script = File.join(dir, "leak.rb")
     File.write(script, LEAK_SCRIPT)
     path = File.join(dir, name)
-    r = run_ruby("--disable-gems", script, env: { "N" => n.to_s, "MWRAP" => "dump_format:json,dump_path:#{path},#{mwrap}" })
+    env = { "N" => n.to_s, "MWRAP" => "dump_format:json,dump_path:#{path},#{mwrap}" }
+    env["ENDPOINT_JSON"] = endpoint_json if endpoint_json
+    r = run_ruby("--disable-gems", script, env: env)
     expect(r.exitstatus).to eq(0), r.stderr
     [script, path]
   end
 
   context "with dumps" do
     before(:all) { require_preload! }
+
+    it "shows the memory breakdown of a document that has one (the endpoint's /json)" do
+      Dir.mktmpdir do |dir|
+        endpoint = File.join(dir, "endpoint.json")
+        dump(dir, "exit.json", 10, endpoint_json: endpoint)
+        doc = JSON.parse(File.read(endpoint))
+        html_path = File.join(dir, "report.html")
+        r = ctl("report", endpoint, "-o", html_path)
+        expect(r.exitstatus).to eq(0), r.stderr
+        memory = File.read(html_path)[%r{<table class="kv" id="memory">.*?</table>}m]
+        expect(memory).to include("<th>rss</th><td class=\"n\">#{doc['memory']['rss']} ")
+        expect(memory).to include("<th>iseq</th><td class=\"n\">null</td>")
+      end
+    end
 
     it "reports a dump as one self-contained page: the table, the stacks' SVG, the leak scan and the breakdown" do
       Dir.mktmpdir do |dir|
@@ -76,11 +96,9 @@ RSpec.describe "mwrapctl report and diff" do
         expect(bytes.to_i).to be >= leak["live_bytes"] - 1000
         expect(width.to_f).to be_within(0.05).of(bytes.to_i * 1200.0 / root)
 
-        # the leak scan and the memory breakdown
+        # the leak scan (the exit dump has no memory breakdown: see below)
         expect(html[%r{<table class="kv" id="leak_scan">.*?</table>}m]).to include("<th>leaked_bytes</th>")
-        memory = html[%r{<table class="kv" id="memory">.*?</table>}m]
-        expect(memory).to include("<th>rss</th><td class=\"n\">#{doc['memory']['rss']} ")
-        expect(memory).to include("<th>iseq</th><td class=\"n\">null</td>")
+        expect(html).not_to include('id="memory"')
 
         # the name holding markup is text, never markup
         expect(html.scan("<script>").size).to eq(1) # the sorter's own

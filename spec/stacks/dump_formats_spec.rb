@@ -81,19 +81,12 @@ RSpec.describe "dump_format" do
     Dir.mktmpdir do |dir|
       path, v, text = dumped(dir, "ruby_bt:8,dump_format:json,dump_min:100000")
       expect(text).to start_with("{\"mwrap\":1,\"locations\":[\n")
-      expect(text.lines.last).to match(/\A\],"pid":\d+,"memory":\{"rss":/)
+      expect(text.lines.last).to match(/\A\],"pid":\d+\}\n\z/)
       doc = JSON.parse(text)
-      expect(doc.keys).to eq(%w[mwrap locations pid memory])
+      # no memory breakdown at exit (an exit may interrupt the allocator;
+      # snapshots and the endpoint's /json carry it)
+      expect(doc.keys).to eq(%w[mwrap locations pid])
       expect(doc["pid"]).to eq(v.fetch(:pid))
-      # the breakdown at exit, from the preload's own tables (no Ruby to
-      # ask for its instruction sequences then)
-      memory = doc["memory"]
-      expect(memory.keys).to eq(%w[rss anon_rss file_rss malloc_in_use malloc_overhead malloc_free_held
-                                   malloc_not_resident ruby_heap iseq thread_stacks mmap_other unexplained])
-      expect(memory["iseq"]).to be_nil
-      expect(memory.except("iseq", "unexplained").values).to all(be_an(Integer).and(be >= 0))
-      expect(memory["anon_rss"] + memory["file_rss"]).to eq(memory["rss"])
-      expect(memory["unexplained"].abs).to be <= 0.05 * memory["rss"]
       expect(doc["mwrap"]).to eq(1)
       expect(doc["locations"].map { |l| l["total"] }).to all(be > 100_000)
       by_name = doc["locations"].to_h { |l| [l["location"], l] }

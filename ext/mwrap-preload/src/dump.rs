@@ -52,7 +52,12 @@ pub fn at_exit() {
         }
         return;
     }
-    match render(config, record, format, opts.dump_leaks, true) {
+    // No memory breakdown at exit: measuring allocates a good deal, and an
+    // exit from a signal handler may have interrupted the allocator itself
+    // (glibc's malloc takes no lock while the process has one thread).
+    // Snapshots and the endpoint's /json, made on the preload's own thread,
+    // carry it.
+    match render(config, record, format, opts.dump_leaks, true, false) {
         Some(text) => write_dump(config, &text, to_fd_only),
         None => report(
             config,
@@ -65,13 +70,15 @@ pub fn at_exit() {
 }
 
 /// The dump in `format` (a `RENDER_*`), with the leak scan's lines when
-/// `with_leaks` and the heap part of `dump_heap` when `with_heap`.
+/// `with_leaks`, the heap part of `dump_heap` when `with_heap`, and (JSON)
+/// the memory breakdown when `with_memory`.
 pub fn render(
     config: &Config,
     record: &'static per_thread::Record,
     format: u32,
     with_leaks: bool,
     with_heap: bool,
+    with_memory: bool,
 ) -> Option<Vec<u8>> {
     let cx = lock_cx(record);
     let opts = &config.options;
@@ -96,7 +103,7 @@ pub fn render(
         } else {
             None
         };
-        let memory = (format == RENDER_JSON).then(|| memory_breakdown(&cx));
+        let memory = (with_memory && format == RENDER_JSON).then(|| memory_breakdown(&cx));
         let extras = crate::formats::DumpExtras {
             leaks: leaks.as_ref(),
             memory: memory.as_ref().map(|rows| &rows[..]),

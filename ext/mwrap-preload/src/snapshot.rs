@@ -82,7 +82,9 @@ fn write_snapshot(config: &Config, at_exit: bool) {
         // The template has no %t (options refuse it with snapshots).
         options::expand_dump_path(template, getpid(), 0, &mut path);
         let leaks = at_exit && config.options.dump_leaks;
-        let outcome = match dump::render(config, record, RENDER_JSON, leaks, false) {
+        // The exit's snapshot has no memory breakdown, as the exit dump (see
+        // `dump::at_exit`): an exit may interrupt the allocator.
+        let outcome = match dump::render(config, record, RENDER_JSON, leaks, false, !at_exit) {
             Some(text) => replace(&path, &text),
             None => Err(("render".to_string(), libc::ENOMEM)),
         };
