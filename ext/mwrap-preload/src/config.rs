@@ -297,15 +297,20 @@ fn check_dump_path(template: &[u8]) -> Result<(), i32> {
     })
 }
 
-/// Seconds since the Unix epoch (`%t` of a dump_path).
-pub fn unix_seconds() -> u64 {
+/// Milliseconds since the Unix epoch (the wall clock).
+pub fn unix_millis() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime fills a plain struct.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec.max(0) as u64
+    ts.tv_sec.max(0) as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Seconds since the Unix epoch (`%t` of a dump_path).
+pub fn unix_seconds() -> u64 {
+    unix_millis() / 1000
 }
 
 /// Whether a new file can be made in the directory of `path`.

@@ -474,24 +474,11 @@ unsafe extern "C" fn thread_stacks(out: *mut u64, cap: usize) -> usize {
 }
 
 /// The ABI's form of a page's responder: the head to `head`, the body to
-/// `body` in pieces of at most 64 KiB.
+/// its sink in pieces, as rendered text is handed over (`SinkLines`).
 struct SinkPage {
     head: PageHeadSink,
-    body: BytesSink,
     ctx: *mut c_void,
-    buf: Vec<u8>,
-}
-
-impl SinkPage {
-    const PIECE: usize = 64 * 1024;
-
-    fn flush(&mut self) {
-        if !self.buf.is_empty() {
-            // SAFETY: per the ABI; `buf` outlives the call.
-            unsafe { (self.body)(self.ctx, self.buf.as_ptr(), self.buf.len()) };
-            self.buf.clear();
-        }
-    }
+    body: SinkLines,
 }
 
 impl crate::pages::Respond for SinkPage {
@@ -517,15 +504,7 @@ impl crate::pages::Respond for SinkPage {
     }
 
     fn body(&mut self, bytes: &[u8]) {
-        if self.buf.len() + bytes.len() > Self::PIECE {
-            self.flush();
-        }
-        if bytes.len() > Self::PIECE {
-            // SAFETY: per the ABI; `bytes` outlives the call.
-            unsafe { (self.body)(self.ctx, bytes.as_ptr(), bytes.len()) };
-        } else {
-            self.buf.extend_from_slice(bytes);
-        }
+        self.body.line(bytes);
     }
 }
 
@@ -555,12 +534,15 @@ unsafe extern "C" fn render_page(
     };
     let mut out = SinkPage {
         head,
-        body,
         ctx,
-        buf: Vec::new(),
+        body: SinkLines {
+            sink: body,
+            ctx,
+            buf: Vec::new(),
+        },
     };
     reading((), |_| crate::pages::respond(&req, &mut out));
-    out.flush();
+    out.body.flush();
     STATUS_OK
 }
 

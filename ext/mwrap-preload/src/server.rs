@@ -123,11 +123,6 @@ impl SocketPath {
     }
 }
 
-fn getpid() -> u32 {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() as u32 }
-}
-
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
@@ -232,7 +227,7 @@ fn no_endpoint(dir: &[u8], problem: &str) {
 /// bound (not one another process put there since).
 pub fn at_exit() {
     let pid = BOUND_PID.load(Ordering::Acquire);
-    if pid == 0 || pid != getpid() {
+    if pid == 0 || pid != std::process::id() {
         return;
     }
     let Some(dir) = CONFIG.get().and_then(|c| c.socket_dir.as_deref()) else {
@@ -299,7 +294,7 @@ fn checked_dir(dir: &[u8]) -> Result<(), String> {
 
 /// Binds `DIR/PID.sock` (0600) and listens; the thread is started after.
 fn bind_endpoint(dir: &[u8]) -> Result<(), String> {
-    let pid = getpid();
+    let pid = std::process::id();
     let path = SocketPath::new(dir, pid).ok_or("is too long for a unix socket path")?;
     let fd = listening(&path)
         .map_err(|(what, e)| format!("cannot serve {}: {what}: {}", path.shown(), strerror(e)))?;

@@ -80,7 +80,7 @@ fn write_snapshot(config: &Config, at_exit: bool) {
     errno::preserved(|| {
         let mut path = Vec::new();
         // The template has no %t (options refuse it with snapshots).
-        options::expand_dump_path(template, getpid(), 0, &mut path);
+        options::expand_dump_path(template, std::process::id(), 0, &mut path);
         let leaks = at_exit && config.options.dump_leaks;
         // The exit's snapshot has no memory breakdown, as the exit dump (see
         // `dump::at_exit`): an exit may interrupt the allocator.
@@ -110,11 +110,6 @@ fn write_snapshot(config: &Config, at_exit: bool) {
     }
 }
 
-fn getpid() -> u32 {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() as u32 }
-}
-
 /// `path` replaced by a file holding `text`: written whole to
 /// `path.tmp.PID`, then renamed over `path` (a reader sees the old file
 /// or the new one, never a part). The step that failed and its errno.
@@ -131,7 +126,7 @@ fn replace(path: &[u8], text: &[u8]) -> Result<(), (String, i32)> {
         return Err(("it is not a regular file".to_string(), libc::EINVAL));
     }
     let mut tmp = path.to_vec();
-    tmp.extend_from_slice(format!(".tmp.{}", getpid()).as_bytes());
+    tmp.extend_from_slice(format!(".tmp.{}", std::process::id()).as_bytes());
     let shown_tmp = options::quoted(&tmp);
     tmp.push(0);
     let tmp_c = tmp.as_ptr().cast();
@@ -177,7 +172,7 @@ mod tests {
 
     #[test]
     fn replace_leaves_one_whole_file_and_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("mwrap-snapshot-test-{}", getpid()));
+        let dir = std::env::temp_dir().join(format!("mwrap-snapshot-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("snap.json");
         std::fs::write(&path, b"old, longer than the new one\n").unwrap();

@@ -142,7 +142,7 @@ static INTERVAL_MS: AtomicU64 = AtomicU64::new(0);
 /// the fork) with the interval the sampler uses.
 pub fn restart_clock(interval_ms: u32) {
     START_NANOS.store(monotonic_nanos(), Ordering::Relaxed);
-    START_UNIX_MILLIS.store(unix_millis(), Ordering::Relaxed);
+    START_UNIX_MILLIS.store(crate::config::unix_millis(), Ordering::Relaxed);
     INTERVAL_MS.store(interval_ms as u64, Ordering::Relaxed);
 }
 
@@ -158,16 +158,6 @@ pub fn in_fork_child() {
         peak.sample = None;
         peak.site_count = 0;
     });
-}
-
-fn unix_millis() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills a plain struct.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec.max(0) as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 /// Resident bytes from `/proc/self/statm` (its second field, in pages),
@@ -252,7 +242,7 @@ pub fn sample() {
         kept.live_bytes = live_bytes;
         site_count += 1;
     }
-    let unix = unix_millis();
+    let unix = crate::config::unix_millis();
     PEAK.with(|peak| {
         peak.sample = Some(now);
         peak.unix_millis = unix;
