@@ -9,6 +9,7 @@
 
 pub use mwrap_abi as abi;
 
+pub mod address_table;
 pub mod app_root;
 pub mod errno;
 pub mod files;
@@ -27,6 +28,7 @@ pub mod options;
 pub mod page;
 pub mod read;
 pub mod render;
+pub mod sampler;
 pub mod sites;
 pub mod stacks;
 pub mod threads;
