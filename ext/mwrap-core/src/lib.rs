@@ -13,6 +13,7 @@ pub mod app_root;
 pub mod errno;
 pub mod files;
 pub mod format;
+pub mod got;
 pub mod hash;
 pub mod header;
 pub mod heap;
