@@ -5,7 +5,14 @@
 //! The ELF dynamic-section walk is written by hand: no crate parses an
 //! in-memory link map's relocations without allocating, and nothing here
 //! may allocate, since the malloc family is being redirected mid-walk.
-//! Linux with glibc, x86_64 and aarch64.
+//! Linux with glibc, x86_64 and aarch64 (aarch64 differs only in the
+//! relocation numbers and is untested).
+//!
+//! A rewritten page's protection is not read back from /proc/self/maps
+//! (that would mean parsing text mid-walk); it is assumed: read-only
+//! inside the object's PT_GNU_RELRO (rounded to pages as glibc does),
+//! read-write elsewhere, where a GOT otherwise lives. The tables are
+//! trusted as the loader left them: symbol indices are not bounds-checked.
 
 use core::ffi::{c_int, c_void};
 

@@ -13,6 +13,10 @@ pub mod app_root;
 pub mod errno;
 pub mod files;
 pub mod format;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 pub mod got;
 pub mod hash;
 pub mod header;
