@@ -14,6 +14,11 @@ pub mod app_root;
 pub mod errno;
 pub mod files;
 pub mod format;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub mod got;
 pub mod hash;
 pub mod header;
 pub mod heap;
