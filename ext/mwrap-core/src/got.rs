@@ -73,15 +73,7 @@ pub struct SavedSlot {
     pub original: usize,
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as usize
-    } else {
-        4096
-    }
-}
+use crate::mem::page_size;
 
 /// Page range `[start, end)` the loader made read-only after relocation
 /// (it rounds both ends of PT_GNU_RELRO down to pages, as glibc does).
@@ -212,33 +204,9 @@ pub unsafe fn redirect_object(
     redirects: &[Redirect],
     save: impl FnMut(SavedSlot) -> bool,
 ) -> Result<usize, i32> {
-    let mut found = (base, None::<Relro>);
-    let page = page_size();
-    unsafe extern "C" fn find(
-        info: *mut libc::dl_phdr_info,
-        _: libc::size_t,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: the loader passes a valid record; data is our tuple.
-        let (info, found) = unsafe { (&*info, &mut *(data as *mut (usize, Option<Relro>))) };
-        if info.dlpi_addr as usize != found.0 {
-            return 0;
-        }
-        // SAFETY: the record's program headers, as the loader gives them.
-        found.1 = unsafe {
-            relro_of(
-                found.0,
-                info.dlpi_phdr,
-                info.dlpi_phnum as usize,
-                page_size(),
-            )
-        };
-        1
-    }
-    // SAFETY: the callback only reads the records and writes `found`.
-    unsafe { libc::dl_iterate_phdr(Some(find), &mut found as *mut _ as *mut c_void) };
+    let relro = find_relro(&mut |b, _| b == base);
     // SAFETY: the caller's contract.
-    unsafe { redirect_in(base, dynamic, found.1, page, redirects, save) }
+    unsafe { redirect_in(base, dynamic, relro, page_size(), redirects, save) }
 }
 
 /// [`redirect_object`] with the RELRO range already known.
@@ -439,6 +407,40 @@ fn vdso_base() -> usize {
     }
 }
 
+/// The RELRO range of the first loaded object for which `wanted(base,
+/// relro)` holds (None if no object matches or it has none). One walk of
+/// `dl_iterate_phdr`; nothing is allocated.
+fn find_relro(wanted: &mut dyn FnMut(usize, Option<Relro>) -> bool) -> Option<Relro> {
+    struct Search<'a> {
+        wanted: &'a mut dyn FnMut(usize, Option<Relro>) -> bool,
+        found: Option<Relro>,
+    }
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: the loader passes a valid record; data is our Search.
+        let (info, search) = unsafe { (&*info, &mut *(data as *mut Search<'_>)) };
+        let base = info.dlpi_addr as usize;
+        // SAFETY: the record's program headers, as the loader gives them.
+        let relro =
+            unsafe { relro_of(base, info.dlpi_phdr, info.dlpi_phnum as usize, page_size()) };
+        if (search.wanted)(base, relro) {
+            search.found = relro;
+            return 1;
+        }
+        0
+    }
+    let mut search = Search {
+        wanted,
+        found: None,
+    };
+    // SAFETY: the callback only reads the records and writes `search`.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut _ as *mut c_void) };
+    search.found
+}
+
 /// Writes every saved slot's original value back, with the same page
 /// protection handling as the redirect.
 ///
@@ -447,38 +449,11 @@ fn vdso_base() -> usize {
 /// still loaded.
 pub unsafe fn restore(slots: &[SavedSlot]) -> Result<(), i32> {
     let page = page_size();
-    let mut cur: (usize, Option<Relro>);
-    unsafe extern "C" fn find(
-        info: *mut libc::dl_phdr_info,
-        _: libc::size_t,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: the loader passes a valid record; data is our tuple.
-        let (info, cur) = unsafe { (&*info, &mut *(data as *mut (usize, Option<Relro>))) };
-        let page = page_size();
-        // SAFETY: the record's program headers.
-        if let Some(r) = unsafe {
-            relro_of(
-                info.dlpi_addr as usize,
-                info.dlpi_phdr,
-                info.dlpi_phnum as usize,
-                page,
-            )
-        } {
-            let p = cur.0 & !(page - 1);
-            if p >= r.start && p < r.end {
-                cur.1 = Some(r);
-                return 1;
-            }
-        }
-        0
-    }
     for s in slots {
-        cur = (s.slot, None);
-        // SAFETY: the callback only reads the records and writes `cur`.
-        unsafe { libc::dl_iterate_phdr(Some(find), &mut cur as *mut _ as *mut c_void) };
+        let p = s.slot & !(page - 1);
+        let relro = find_relro(&mut |_, r| r.is_some_and(|r| p >= r.start && p < r.end));
         // SAFETY: the caller's contract: a GOT entry we rewrote.
-        unsafe { write_slot(s.slot, s.original, cur.1, page) }?;
+        unsafe { write_slot(s.slot, s.original, relro, page) }?;
     }
     Ok(())
 }

@@ -31,6 +31,17 @@ pub fn map_zeroed(len: usize) -> Option<NonNull<u8>> {
     NonNull::new(p as *mut u8)
 }
 
+/// The system's page size (4096 if sysconf cannot tell).
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
 /// Gives back a mapping made by [`map_zeroed`].
 ///
 /// # Safety

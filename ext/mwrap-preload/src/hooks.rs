@@ -12,6 +12,7 @@ use core::ptr::null_mut;
 
 use mwrap_core::errno;
 use mwrap_core::header::{MAX_REQUEST, MIN_ALIGNMENT};
+use mwrap_core::mem::page_size;
 use mwrap_core::{LiveAllocation, HEADER_SIZE};
 
 pub use crate::caller::Caller;
@@ -22,17 +23,6 @@ use crate::tracker;
 fn enomem() -> *mut c_void {
     errno::set(libc::ENOMEM);
     null_mut()
-}
-
-#[inline]
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as usize
-    } else {
-        4096
-    }
 }
 
 /// Writes the header at the start of `raw` (a real block of at least
